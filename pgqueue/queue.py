@@ -1,0 +1,408 @@
+"""``pgqueue.Queue``: the producer's side — enqueue, read, cancel, retry and wait.
+
+The HTTP API is a thin layer over this class, so Python callers and HTTP callers get the same
+rules (validation, idempotency, transitions) from one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Self
+
+import msgspec
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.db.listener import Listener
+from pgqueue.db.pool import create_pool
+from pgqueue.db.queries import QUERIES
+from pgqueue.db.rows import event_row, task_row
+from pgqueue.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from pgqueue.events import EVENTS
+from pgqueue.settings import Settings
+from pgqueue.tasks import Event, NewTask, Status, Task, TaskId
+from pgqueue.watch import TaskWatcher
+
+_UNSET: Any = object()
+_LIST_LIMIT_MAX = 500
+
+
+class Enqueued(msgspec.Struct, frozen=True):
+    """An enqueue's answer: the task, and whether it already existed (idempotent replay)."""
+
+    task: Task
+    replayed: bool
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One page of a listing, newest first; pass ``next_cursor`` to get the next page."""
+
+    items: list[Task]
+    next_cursor: str | None
+
+
+def new_task(fields: Mapping[str, Any]) -> NewTask:
+    """Validate producer input into a ``NewTask``; the error names the offending field."""
+    try:
+        return msgspec.convert(fields, NewTask, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rpartition("at `$.")[2].rstrip("`").split("[")[0] or "task"
+        raise InvalidInput(field, message) from None
+
+
+class Queue:
+    """Producer API over one pool. ``async with Queue(dsn) as q: await q.enqueue(...)``.
+
+    Pass ``pool`` (and ``listener``) to share them with the rest of a process, as the HTTP
+    server does; otherwise the Queue opens its own pool and, on the first ``wait``, its own
+    LISTEN connection.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        settings: Settings | None = None,
+        pool: AsyncConnectionPool | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._dsn = dsn or self.settings.dsn
+        if pool is None and not self._dsn:
+            raise InvalidInput("dsn", "no database: pass a DSN or set PGQUEUE_DSN")
+        self._own_pool = pool is None
+        self.pool = pool or create_pool(self._dsn, max_size=self.settings.pool_size)
+        self._own_listener = listener is None
+        self._listener = listener
+        self._watcher = TaskWatcher(listener) if listener is not None else None
+        self._listener_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._own_pool:
+            await self.pool.open(wait=True)
+
+    async def close(self) -> None:
+        if self._own_listener and self._listener is not None:
+            await self._listener.stop()
+        if self._own_pool:
+            await self.pool.close()
+
+    # -- enqueue ----------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        kind: str,
+        payload: Any = _UNSET,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **fields: Any,
+    ) -> Task:
+        """Enqueue one task (SPEC §1 fields as keywords). With ``conn``, inside its transaction.
+
+        An ``idempotency_key`` already used within the TTL returns the existing task.
+        """
+        body = {"kind": kind, **fields}
+        if payload is not _UNSET:
+            body["payload"] = payload
+        return (await self.submit(new_task(body), conn=conn)).task
+
+    async def submit(
+        self, task: NewTask, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> Enqueued:
+        """Enqueue a validated task and say whether it was an idempotent replay."""
+        params = self._insert_params(task)
+        async with self._connection(conn) as c:
+            for _ in range(10):  # a key released or deleted under our feet: try again
+                cur = c.cursor(row_factory=task_row)
+                await cur.execute(QUERIES["task_insert"], params)
+                created = await cur.fetchone()
+                if created is not None:
+                    return Enqueued(created, replayed=False)
+                assert task.idempotency_key is not None  # only a key can conflict
+                holder = await self._key_holder(c, task.idempotency_key)
+                if holder is None:
+                    continue
+                _check_same_task(holder, task)
+                return Enqueued(holder, replayed=True)
+        raise Conflict(f"idempotency_key: {task.idempotency_key!r} is contended; try again")
+
+    async def enqueue_many(
+        self,
+        tasks: Iterable[NewTask | Mapping[str, Any]],
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        user_id: str | None = None,
+    ) -> list[Task]:
+        """Enqueue many tasks in one statement and one transaction; returns them in input order.
+
+        Tasks whose idempotency key is taken come back as the existing tasks.
+        """
+        batch = [t if isinstance(t, NewTask) else new_task(t) for t in tasks]
+        if not batch:
+            return []
+        rows = [self._batch_row(t, i) for i, t in enumerate(batch)]
+        async with self._connection(conn) as c, c.transaction():
+            cur = c.cursor(row_factory=task_row)
+            await cur.execute(
+                QUERIES["task_insert_many"],
+                {"tasks": msgspec.json.encode(rows).decode(), "user_id": user_id},
+            )
+            created = sorted(await cur.fetchall(), key=lambda t: t.seq)
+            if len(created) == len(batch):
+                return created
+            return await self._merge_replays(c, batch, created)
+
+    async def _merge_replays(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[NewTask], created: list[Task]
+    ) -> list[Task]:
+        by_key = {t.idempotency_key: t for t in created if t.idempotency_key is not None}
+        missing = sorted({t.idempotency_key for t in batch if t.idempotency_key} - set(by_key))
+        cur = conn.cursor(row_factory=task_row)
+        await cur.execute(QUERIES["task_get_by_idempotency_keys"], {"keys": missing})
+        holders = {t.idempotency_key: t for t in await cur.fetchall()}
+        expired = [k for k, t in holders.items() if self._expired(t)]
+        if expired:
+            raise Conflict(
+                f"idempotency_key: keys {expired[:5]} belong to expired tasks; "
+                "enqueue them one by one to reuse them"
+            )
+        fresh = iter(t for t in created if t.idempotency_key is None)
+        out: list[Task] = []
+        for new in batch:
+            if new.idempotency_key is None:
+                out.append(next(fresh))
+                continue
+            holder = by_key.get(new.idempotency_key) or holders.get(new.idempotency_key)
+            if holder is None:
+                raise Conflict(f"idempotency_key: {new.idempotency_key!r} vanished; try again")
+            _check_same_task(holder, new)
+            out.append(holder)
+        return out
+
+    async def _key_holder(self, conn: psycopg.AsyncConnection[Any], key: str) -> Task | None:
+        cur = await conn.execute(
+            QUERIES["task_release_idempotency_keys"],
+            {"keys": [key], "ttl_s": self.settings.idempotency_ttl_s},
+        )
+        if await cur.fetchone() is not None:
+            return None  # the old holder expired and let go of the key: insert again
+        cur = conn.cursor(row_factory=task_row)
+        await cur.execute(QUERIES["task_get_by_idempotency_keys"], {"keys": [key]})
+        return await cur.fetchone()
+
+    def _expired(self, task: Task) -> bool:
+        age = datetime.now(task.created_at.tzinfo) - task.created_at
+        return age.total_seconds() > self.settings.idempotency_ttl_s
+
+    def _encode_payload(self, payload: Any) -> str:
+        try:
+            encoded = msgspec.json.encode(payload)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise InvalidInput("payload", f"is not JSON-serialisable: {exc}") from None
+        if len(encoded) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                "payload",
+                f"is {len(encoded)} bytes, more than the limit of "
+                f"{self.settings.max_payload_bytes} (PGQUEUE_MAX_PAYLOAD_BYTES)",
+            )
+        return encoded.decode()
+
+    def _insert_params(self, task: NewTask) -> dict[str, Any]:
+        return {
+            "kind": task.kind,
+            "payload": self._encode_payload(task.payload),
+            "queue": task.queue,
+            "priority": task.priority,
+            "run_at": task.run_at,
+            "delay_s": task.delay_s,
+            "max_retries": task.max_retries,
+            "timeout_s": task.timeout_s,
+            "backoff_base_s": task.backoff_base_s,
+            "backoff_max_s": task.backoff_max_s,
+            "idempotency_key": task.idempotency_key,
+            "user_id": task.user_id,
+            "tags": task.tags,
+            "parent_id": task.parent_id,
+        }
+
+    def _batch_row(self, task: NewTask, index: int) -> dict[str, Any]:
+        row = msgspec.structs.asdict(task)
+        try:
+            size = len(msgspec.json.encode(task.payload))
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise InvalidInput(f"tasks[{index}].payload", f"is not JSON-serialisable: {exc}") from None
+        if size > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"tasks[{index}].payload",
+                f"is {size} bytes, more than the limit of {self.settings.max_payload_bytes}",
+            )
+        row["ord"] = index
+        return row
+
+    # -- read -------------------------------------------------------------------------
+
+    async def get(self, task_id: uuid.UUID | str) -> Task:
+        """The task, or ``NotFound``."""
+        tid = _task_id(task_id)
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=task_row)
+            await cur.execute(QUERIES["task_get"], {"id": tid})
+            task = await cur.fetchone()
+        if task is None:
+            raise NotFound(f"task {tid} does not exist")
+        return task
+
+    async def list(
+        self,
+        *,
+        status: Status | str | None = None,
+        queue: str | None = None,
+        kind: str | None = None,
+        tag: str | None = None,
+        user_id: str | None = None,
+        parent_id: uuid.UUID | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Tasks newest first, filtered; keyset-paginated by an opaque ``cursor``."""
+        if not 1 <= limit <= _LIST_LIMIT_MAX:
+            raise InvalidInput("limit", f"must be between 1 and {_LIST_LIMIT_MAX}, got {limit}")
+        if status is not None:
+            try:
+                status = Status(status)
+            except ValueError:
+                choices = ", ".join(s.value for s in Status)
+                raise InvalidInput("status", f"must be one of {choices}, got {status!r}") from None
+        params = {
+            "before_seq": _cursor_seq(cursor),
+            "status": status,
+            "queue": queue,
+            "kind": kind,
+            "tag": tag,
+            "user_id": user_id,
+            "parent_id": _task_id(parent_id, "parent_id") if parent_id is not None else None,
+            "limit": limit + 1,
+        }
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=task_row)
+            await cur.execute(QUERIES["task_list"], params)
+            rows = await cur.fetchall()
+        more = len(rows) > limit
+        items = rows[:limit]
+        return Page(items=items, next_cursor=str(items[-1].seq) if more else None)
+
+    async def events(self, task_id: uuid.UUID | str) -> list[Event]:
+        """The task's audit trail, oldest first."""
+        tid = _task_id(task_id)
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=event_row)
+            await cur.execute(QUERIES["task_events"], {"id": tid})
+            return await cur.fetchall()
+
+    # -- control ----------------------------------------------------------------------
+
+    async def cancel(self, task_id: uuid.UUID | str) -> Task:
+        """Cancel a pending task now, or ask its worker to stop a running one."""
+        return await self._control("task_cancel", task_id)
+
+    async def retry(self, task_id: uuid.UUID | str) -> Task:
+        """Put a failed or cancelled task back to pending with one more attempt allowed."""
+        return await self._control("task_retry", task_id)
+
+    async def _control(self, query: str, task_id: uuid.UUID | str) -> Task:
+        tid = _task_id(task_id)
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=task_row)
+            try:
+                await cur.execute(QUERIES[query], {"id": tid})
+            except pg_errors.NoDataFound:
+                raise NotFound(f"task {tid} does not exist") from None
+            except pg_errors.ObjectNotInPrerequisiteState as exc:
+                raise Conflict(exc.diag.message_primary or str(exc)) from None
+            task = await cur.fetchone()
+        assert task is not None
+        return task
+
+    # -- wait -------------------------------------------------------------------------
+
+    async def wait(self, task_id: uuid.UUID | str, timeout_s: float | None = None) -> Task:
+        """Return the task once it is terminal, or its current state after ``timeout_s``.
+
+        Woken by NOTIFY; a slow re-read every few seconds covers a lost notification.
+        """
+        tid = _task_id(task_id)
+        watcher = await self.watcher()
+        loop = asyncio.get_running_loop()
+        deadline = math.inf if timeout_s is None else loop.time() + timeout_s
+        with watcher.watch(tid) as changed:
+            while True:
+                task = await self.get(tid)
+                remaining = deadline - loop.time()
+                if task.status.terminal or remaining <= 0:
+                    return task
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, 5.0))
+
+    async def watcher(self) -> TaskWatcher:
+        """The task watcher of this Queue, starting its LISTEN connection on first use."""
+        async with self._listener_lock:
+            if self._listener is None:
+                self._listener = Listener(self._dsn, [EVENTS])
+            if self._watcher is None:
+                self._watcher = TaskWatcher(self._listener)
+            if self._own_listener and not self._listener.connected:
+                await self._listener.start()
+        return self._watcher
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, conn: psycopg.AsyncConnection[Any] | None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if conn is not None:
+            yield conn  # the caller's connection: its transaction is ours
+        else:
+            async with self.pool.connection() as pooled:
+                yield pooled
+
+
+def _check_same_task(holder: Task, new: NewTask) -> None:
+    if (holder.queue, holder.kind, holder.payload) != (new.queue, new.kind, new.payload):
+        raise Conflict(
+            f"idempotency_key: {new.idempotency_key!r} is already used by task {holder.id} "
+            "with a different queue, kind or payload"
+        )
+
+
+def _task_id(value: uuid.UUID | str, field: str = "id") -> TaskId:
+    if isinstance(value, uuid.UUID):
+        return TaskId(value)
+    try:
+        return TaskId(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidInput(field, f"{value!r} is not a UUID") from None
+
+
+def _cursor_seq(cursor: str | None) -> int | None:
+    if cursor is None or cursor == "":
+        return None
+    if not cursor.isdigit():
+        raise InvalidInput("cursor", f"{cursor!r} is not a cursor returned by a previous page")
+    return int(cursor)
+

@@ -1,0 +1,55 @@
+"""Settings, built once from ``PGQUEUE_*`` environment variables (or CLI flags) and passed down.
+
+Nothing reads the environment at import time: ``Settings.from_env()`` is called by entry
+points (CLI, tests), which then hand the object to what they start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of pgqueue; each is also the ``PGQUEUE_<NAME>`` environment variable."""
+
+    dsn: str = ""  # empty: `pgqueue dev` starts an embedded PostgreSQL
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    heartbeat_s: Seconds = 10.0
+    stall_s: Seconds = 30.0
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    idempotency_ttl_s: Seconds = 86400.0
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1024 * 1024
+    retention_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0  # 0 keeps finished tasks forever
+    poll_s: Seconds = 5.0  # fallback poll when no NOTIFY arrives
+    reap_s: Seconds = 5.0  # how often each process runs the reaper
+    backoff_base_s: Seconds = 1.0
+    backoff_max_s: Seconds = 300.0
+    pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10
+    data_dir: str = ".pgqueue"  # embedded PostgreSQL data for `pgqueue dev`
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``PGQUEUE_*`` variables; ``overrides`` (CLI flags) win over the environment.
+
+        Raises ``msgspec.ValidationError`` naming the variable when a value is invalid.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(f"PGQUEUE_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise msgspec.ValidationError(
+                f"invalid setting: {exc} (environment variables are PGQUEUE_<NAME>)"
+            ) from None

@@ -1,0 +1,140 @@
+"""The task: its row, its states and the allowed transitions (docs/state-machine.md).
+
+The database enforces the same machine with CHECK constraints; this module is the Python
+vocabulary for it.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, NewType
+
+import msgspec
+
+TaskId = NewType("TaskId", uuid.UUID)
+WorkerId = NewType("WorkerId", str)
+
+
+class Status(enum.StrEnum):
+    """``pending → running → completed | failed | cancelled``; ``running → pending`` on retry,
+    stall or release; ``failed | cancelled → pending`` by hand."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
+    Status.RUNNING: frozenset({Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset({Status.PENDING}),
+    Status.CANCELLED: frozenset({Status.PENDING}),
+}
+
+# Field bounds shared by Python enqueue and the HTTP bodies (the database checks them again).
+QueueName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+KindName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Priority = Annotated[int, msgspec.Meta(ge=-1000, le=1000)]
+MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Tokens and cost, summed over a task's attempts."""
+
+    input_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    output_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    cost: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of ``pgqueue.tasks`` (SPEC §1). Times come from the database clock."""
+
+    id: TaskId
+    seq: int
+    queue: str
+    kind: str
+    payload: Any
+    priority: int
+    run_at: datetime
+    status: Status
+    attempts: int
+    max_retries: int
+    timeout_s: float | None
+    backoff_base_s: float | None
+    backoff_max_s: float | None
+    idempotency_key: str | None
+    user_id: str | None
+    tags: list[str]
+    parent_id: TaskId | None
+    result: Any
+    error: dict[str, Any] | None
+    exit_code: int | None
+    progress: dict[str, Any] | None
+    checkpoint: dict[str, Any] | None
+    usage: dict[str, Any]
+    worker_id: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def lease(self) -> str:
+        """The claim's lease as a string: ``<attempt>:<worker id>``."""
+        return f"{self.attempts}:{self.worker_id}"
+
+
+class NewTask(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a producer may set when enqueuing (SPEC §1). Validated before any SQL runs."""
+
+    kind: KindName
+    payload: Any = msgspec.field(default_factory=dict)
+    queue: QueueName = "default"
+    priority: Priority = 0
+    run_at: datetime | None = None
+    delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    max_retries: MaxRetries = 3
+    timeout_s: PositiveSeconds | None = None
+    backoff_base_s: PositiveSeconds | None = None
+    backoff_max_s: PositiveSeconds | None = None
+    idempotency_key: IdempotencyKey | None = None
+    user_id: str | None = None
+    tags: list[Tag] = msgspec.field(default_factory=list)
+    parent_id: uuid.UUID | None = None
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the audit trail, ``pgqueue.events``."""
+
+    id: int
+    task_id: TaskId
+    event: str
+    status: Status
+    attempt: int
+    worker_id: str | None
+    at: datetime
+    data: Any
+
+
+def lease_parse(lease: str) -> tuple[int, WorkerId]:
+    """Split a lease string into (attempt, worker id); ValueError names what is wrong."""
+    attempt, sep, worker = lease.partition(":")
+    if not sep or not worker or not attempt.isdigit():
+        raise ValueError(f"lease {lease!r} is not '<attempt>:<worker id>'")
+    return int(attempt), WorkerId(worker)

@@ -1,0 +1,263 @@
+-- Functions over tasks: the ones the queue runs itself (claim, backoff, usage arithmetic) and
+-- the ones operators call from psql (enqueue, cancel, retry, reap, purge).
+-- Re-applied by `pgqueue migrate` after the migrations (CREATE OR REPLACE), so this file is the
+-- one place each function is defined. A signature change needs a DROP in a migration first.
+
+-- Retry delay: min(base * 2^(attempt-1), max) with +/-25 % jitter, so a burst of failures does
+-- not come back as a burst.
+CREATE OR REPLACE FUNCTION pgqueue.backoff_s(attempt integer, base_s double precision DEFAULT 1,
+                                             max_s double precision DEFAULT 300)
+RETURNS double precision LANGUAGE sql VOLATILE AS $$
+    SELECT least(base_s * power(2, greatest(attempt, 1) - 1), max_s) * (0.75 + random() * 0.5)
+$$;
+
+-- Token/cost accounting: usage is summed over attempts.
+CREATE OR REPLACE FUNCTION pgqueue.usage_add(total jsonb, delta jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN delta IS NULL OR delta = '{}'::jsonb THEN total ELSE jsonb_build_object(
+        'input_tokens',  coalesce((total->>'input_tokens')::bigint, 0)  + coalesce((delta->>'input_tokens')::bigint, 0),
+        'output_tokens', coalesce((total->>'output_tokens')::bigint, 0) + coalesce((delta->>'output_tokens')::bigint, 0),
+        'cost',          coalesce((total->>'cost')::numeric, 0)         + coalesce((delta->>'cost')::numeric, 0))
+    END
+$$;
+
+
+-- Claim up to p_limit due tasks for one worker, in claim order (priority desc, run_at, seq),
+-- only of kinds it can run, skipping rows other claimers hold (SKIP LOCKED: claims never
+-- wait for each other). Paused queues are skipped; queues with a concurrency limit are
+-- capped across all workers.
+CREATE OR REPLACE FUNCTION pgqueue.claim(p_worker_id text, p_queues text[], p_kinds text[],
+                                         p_limit integer)
+RETURNS SETOF pgqueue.tasks LANGUAGE plpgsql AS $$
+DECLARE
+    v_restricted text[];
+BEGIN
+    SELECT array_agg(name ORDER BY name) INTO v_restricted
+      FROM pgqueue.queues
+     WHERE name = ANY(p_queues) AND (paused OR concurrency_limit IS NOT NULL);
+
+    IF v_restricted IS NULL THEN
+        -- Fast path, the common case: one statement, the partial claim index gives the rows
+        -- in order, the UPDATE returns them.
+        RETURN QUERY
+        WITH due AS (
+            SELECT id FROM pgqueue.tasks
+             WHERE status = 'pending' AND queue = ANY(p_queues) AND run_at <= now()
+               AND kind = ANY(p_kinds)
+             ORDER BY priority DESC, run_at, seq
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pgqueue.tasks t
+           SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
+               started_at = now(), heartbeat_at = now(), updated_at = now()
+          FROM due WHERE t.id = due.id
+        RETURNING t.*;
+        RETURN;
+    END IF;
+
+    -- Limited queues: lock their settings rows so claimers of the same limited queue take
+    -- turns. The next statement runs with a fresh snapshot (plpgsql, READ COMMITTED), so it
+    -- counts the running tasks the previous lock holder committed.
+    PERFORM 1 FROM pgqueue.queues
+      WHERE name = ANY(v_restricted) AND concurrency_limit IS NOT NULL AND NOT paused
+      ORDER BY name FOR UPDATE;
+
+    RETURN QUERY
+    WITH caps AS (
+        SELECT q.name,
+               CASE WHEN q.paused THEN 0
+                    ELSE q.concurrency_limit - (SELECT count(*) FROM pgqueue.tasks r
+                                                 WHERE r.status = 'running' AND r.queue = q.name)
+               END AS free
+          FROM pgqueue.queues q WHERE q.name = ANY(v_restricted)
+    ), due AS (
+        SELECT id, queue, priority, run_at, seq FROM pgqueue.tasks
+         WHERE status = 'pending' AND queue = ANY(p_queues) AND run_at <= now()
+           AND kind = ANY(p_kinds)
+           AND NOT queue = ANY(SELECT name FROM caps WHERE free <= 0)
+         ORDER BY priority DESC, run_at, seq
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    ), ranked AS (
+        SELECT due.id, due.queue,
+               row_number() OVER (PARTITION BY due.queue ORDER BY priority DESC, run_at, seq) AS n
+          FROM due
+    ), picked AS (
+        SELECT ranked.id FROM ranked LEFT JOIN caps ON caps.name = ranked.queue
+         WHERE caps.free IS NULL OR ranked.n <= caps.free
+    )
+    UPDATE pgqueue.tasks t
+       SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
+           started_at = now(), heartbeat_at = now(), updated_at = now()
+      FROM picked WHERE t.id = picked.id
+    RETURNING t.*;
+END
+$$;
+
+
+-- Enqueue from psql (Python and HTTP go through sql/queries/task_enqueue.sql, which follows
+-- the same rules in fewer round trips). Returns the task, or the existing task with the same
+-- idempotency key created within p_idempotency_ttl; a reused key with a different queue, kind
+-- or payload raises.
+CREATE OR REPLACE FUNCTION pgqueue.enqueue(
+    kind text,
+    payload jsonb DEFAULT '{}',
+    queue text DEFAULT 'default',
+    priority integer DEFAULT 0,
+    run_at timestamptz DEFAULT now(),
+    max_retries integer DEFAULT 3,
+    timeout_s double precision DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    tags text[] DEFAULT '{}',
+    parent_id uuid DEFAULT NULL,
+    idempotency_ttl interval DEFAULT interval '1 day')
+RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_task pgqueue.tasks;
+BEGIN
+    LOOP
+        INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries,
+                                        timeout_s, idempotency_key, user_id, tags, parent_id)
+        VALUES (enqueue.kind, enqueue.payload, enqueue.queue, enqueue.priority, enqueue.run_at,
+                enqueue.max_retries, enqueue.timeout_s, enqueue.idempotency_key,
+                enqueue.user_id, enqueue.tags, enqueue.parent_id)
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING t.* INTO v_task;
+        IF v_task.id IS NOT NULL THEN
+            RETURN v_task;
+        END IF;
+
+        SELECT t.* INTO v_task FROM pgqueue.tasks t WHERE t.idempotency_key = enqueue.idempotency_key;
+        IF NOT FOUND THEN
+            CONTINUE;  -- the holder of the key was deleted meanwhile: insert again
+        END IF;
+        IF v_task.created_at < now() - idempotency_ttl THEN
+            -- The key expired: release it from the old task, then insert anew.
+            UPDATE pgqueue.tasks t SET idempotency_key = NULL, updated_at = now()
+             WHERE t.id = v_task.id AND t.idempotency_key = enqueue.idempotency_key;
+            CONTINUE;
+        END IF;
+        IF (v_task.queue, v_task.kind, v_task.payload) IS DISTINCT FROM
+           (enqueue.queue, enqueue.kind, enqueue.payload) THEN
+            RAISE EXCEPTION 'idempotency key % is already used by task % with a different queue, kind or payload',
+                            enqueue.idempotency_key, v_task.id
+                  USING ERRCODE = 'unique_violation',
+                        CONSTRAINT = 'tasks_idempotency_key_idx',
+                        HINT = 'Use a new key, or send the same queue, kind and payload to get the existing task back.';
+        END IF;
+        RETURN v_task;
+    END LOOP;
+END
+$$;
+
+
+-- Cancel: a pending task is cancelled at once; a running one is flagged and its worker stops
+-- it (told through NOTIFY on pgqueue_events). A finished task cannot be cancelled.
+CREATE OR REPLACE FUNCTION pgqueue.cancel(task_id uuid)
+RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
+DECLARE
+    v_task pgqueue.tasks;
+BEGIN
+    UPDATE pgqueue.tasks t
+       SET status = CASE WHEN t.status = 'pending' THEN 'cancelled'::pgqueue.task_status ELSE t.status END,
+           completed_at = CASE WHEN t.status = 'pending' THEN now() ELSE t.completed_at END,
+           cancel_requested = true,
+           updated_at = now()
+     WHERE t.id = task_id AND t.status IN ('pending', 'running')
+    RETURNING t.* INTO v_task;
+    IF v_task.id IS NULL THEN
+        SELECT t.* INTO v_task FROM pgqueue.tasks t WHERE t.id = task_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'task % does not exist', task_id
+                  USING ERRCODE = 'no_data_found', HINT = 'Check the id in pgqueue.tasks.';
+        END IF;
+        RAISE EXCEPTION 'task % is % and cannot be cancelled', task_id, v_task.status
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Only pending and running tasks can be cancelled.';
+    END IF;
+    RETURN v_task;
+END
+$$;
+
+
+-- Retry by hand: a failed or cancelled task goes back to pending, due now, with one more
+-- attempt allowed; its checkpoint is kept so the handler resumes where it was.
+CREATE OR REPLACE FUNCTION pgqueue.retry(task_id uuid)
+RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
+DECLARE
+    v_task pgqueue.tasks;
+BEGIN
+    UPDATE pgqueue.tasks t
+       SET status = 'pending', run_at = now(), completed_at = NULL, cancel_requested = false,
+           max_retries = greatest(t.max_retries, t.attempts), worker_id = NULL,
+           heartbeat_at = NULL, updated_at = now()
+     WHERE t.id = task_id AND t.status IN ('failed', 'cancelled')
+    RETURNING t.* INTO v_task;
+    IF v_task.id IS NULL THEN
+        SELECT t.* INTO v_task FROM pgqueue.tasks t WHERE t.id = task_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'task % does not exist', task_id
+                  USING ERRCODE = 'no_data_found', HINT = 'Check the id in pgqueue.tasks.';
+        END IF;
+        RAISE EXCEPTION 'task % is % and cannot be retried', task_id, v_task.status
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Only failed and cancelled tasks can be retried.';
+    END IF;
+    RETURN v_task;
+END
+$$;
+
+
+-- The reaper: running tasks whose heartbeat is older than stall_after lost their worker.
+-- Requeue them (due now), or fail them when their attempts are used up, or cancel them when a
+-- cancel was asked for. SKIP LOCKED makes concurrent reapers split the work instead of
+-- queueing behind each other; a row a live worker is updating right now is skipped too.
+CREATE OR REPLACE FUNCTION pgqueue.reap(stall_after interval DEFAULT interval '30 seconds')
+RETURNS TABLE (task_id uuid, status pgqueue.task_status, worker_id text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    DELETE FROM pgqueue.workers w WHERE w.heartbeat_at < now() - stall_after;
+
+    RETURN QUERY
+    WITH stalled AS (
+        SELECT t.id, t.worker_id AS lost_worker FROM pgqueue.tasks t
+         WHERE t.status = 'running' AND t.heartbeat_at < now() - stall_after
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE pgqueue.tasks t
+       SET status = CASE WHEN t.cancel_requested THEN 'cancelled'
+                         WHEN t.attempts > t.max_retries THEN 'failed'
+                         ELSE 'pending' END::pgqueue.task_status,
+           completed_at = CASE WHEN t.cancel_requested OR t.attempts > t.max_retries
+                               THEN now() END,
+           run_at = CASE WHEN t.cancel_requested OR t.attempts > t.max_retries
+                         THEN t.run_at ELSE now() END,
+           error = jsonb_build_object(
+               'type', 'stalled',
+               'message', format('worker %s sent no heartbeat for %s', s.lost_worker, stall_after),
+               'retryable', true),
+           worker_id = NULL, heartbeat_at = NULL, updated_at = now()
+      FROM stalled s WHERE t.id = s.id
+    RETURNING t.id, t.status, s.lost_worker;
+END
+$$;
+
+
+-- Delete finished tasks (completed, failed, cancelled) older than older_than, with their
+-- events. Returns how many tasks went. Running and pending tasks are never touched.
+CREATE OR REPLACE FUNCTION pgqueue.purge(older_than interval)
+RETURNS bigint LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM pgqueue.tasks t
+         WHERE t.completed_at < now() - older_than
+           AND t.status IN ('completed', 'failed', 'cancelled')
+        RETURNING t.id
+    ), gone_events AS (
+        DELETE FROM pgqueue.events e USING gone WHERE e.task_id = gone.id
+    )
+    SELECT count(*) FROM gone
+$$;

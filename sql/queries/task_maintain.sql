@@ -1,0 +1,85 @@
+-- Maintenance while tasks run: heartbeats, progress, checkpoints, the reaper, retention.
+
+-- name: task_heartbeat_many
+-- Refresh the heartbeat of the tasks a worker runs. Returns the ones it still holds with
+-- their cancel flag: a task missing from the answer was reaped and must be abandoned; a set
+-- flag is the polling fallback for a missed cancel NOTIFY. Only heartbeat_at changes, an
+-- unindexed column, so these updates are HOT.
+UPDATE pgqueue.tasks t
+   SET heartbeat_at = now(), updated_at = now()
+  FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS h(id, attempt)
+ WHERE t.id = h.id AND t.status = 'running' AND t.attempts = h.attempt
+   AND t.worker_id = %(worker_id)s
+RETURNING t.id, t.cancel_requested;
+
+-- name: task_progress
+-- Save progress (also a heartbeat). Returns the cancel flag; no row means the lease is stale.
+UPDATE pgqueue.tasks t
+   SET progress = %(progress)s::jsonb, heartbeat_at = now(), updated_at = now()
+ WHERE t.id = %(id)s AND t.status = 'running' AND t.attempts = %(attempt)s
+   AND t.worker_id = %(worker_id)s
+RETURNING t.cancel_requested;
+
+-- name: task_checkpoint
+-- Save a checkpoint a later attempt resumes from (also a heartbeat).
+UPDATE pgqueue.tasks t
+   SET checkpoint = jsonb_build_object('token', %(token)s::text, 'data', %(data)s::jsonb,
+                                       'saved_at', now()),
+       heartbeat_at = now(), updated_at = now()
+ WHERE t.id = %(id)s AND t.status = 'running' AND t.attempts = %(attempt)s
+   AND t.worker_id = %(worker_id)s
+RETURNING t.cancel_requested;
+
+-- name: task_report
+-- A remote worker's heartbeat over HTTP: any of progress, checkpoint and a usage delta.
+UPDATE pgqueue.tasks t
+   SET progress = coalesce(%(progress)s::jsonb, t.progress),
+       checkpoint = CASE WHEN %(checkpoint)s::jsonb IS NULL THEN t.checkpoint
+                         ELSE jsonb_build_object('token', %(checkpoint)s::jsonb->'token',
+                                                 'data', %(checkpoint)s::jsonb->'data',
+                                                 'saved_at', now()) END,
+       usage = pgqueue.usage_add(t.usage, %(usage)s::jsonb),
+       heartbeat_at = now(), updated_at = now()
+ WHERE t.id = %(id)s AND t.status = 'running' AND t.attempts = %(attempt)s
+   AND t.worker_id = %(worker_id)s
+RETURNING t.cancel_requested;
+
+-- name: task_reap
+-- Requeue, fail or cancel running tasks whose worker stopped heartbeating (pgqueue.reap).
+SELECT * FROM pgqueue.reap(make_interval(secs => %(stall_s)s::float8));
+
+-- name: task_purge_batch
+-- Retention: delete up to %(limit)s finished tasks older than %(older_than_s)s seconds, and
+-- their events. Small batches keep each transaction short (no long locks, little WAL at once);
+-- the caller loops until a batch comes back short.
+WITH gone AS (
+    DELETE FROM pgqueue.tasks t
+     WHERE t.id IN (SELECT id FROM pgqueue.tasks
+                     WHERE completed_at < now() - make_interval(secs => %(older_than_s)s::float8)
+                     ORDER BY completed_at
+                     LIMIT %(limit)s
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING t.id
+), gone_events AS (
+    DELETE FROM pgqueue.events e USING gone WHERE e.task_id = gone.id
+)
+SELECT count(*) FROM gone;
+
+-- name: worker_register
+-- A worker process announces itself (and again after a reconnect).
+INSERT INTO pgqueue.workers (id, host, pid, queues, kinds, concurrency)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::text[], %(kinds)s::text[], %(concurrency)s)
+ON CONFLICT (id) DO UPDATE
+   SET heartbeat_at = now(), queues = excluded.queues, kinds = excluded.kinds,
+       concurrency = excluded.concurrency;
+
+-- name: worker_heartbeat
+-- The worker's own heartbeat row; re-created if the reaper deleted it during an outage.
+INSERT INTO pgqueue.workers (id, host, pid, queues, kinds, concurrency, running)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::text[], %(kinds)s::text[], %(concurrency)s,
+        %(running)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running;
+
+-- name: worker_remove
+-- A worker that shut down cleanly leaves no heartbeat row behind.
+DELETE FROM pgqueue.workers WHERE id = %(id)s;
