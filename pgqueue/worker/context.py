@@ -1,0 +1,107 @@
+"""``pgqueue.Context``: what a handler sees of its task and how it reports back.
+
+The same Context serves the database worker and the HTTP remote worker; only the
+``Reporter`` behind it differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import msgspec
+
+from pgqueue.tasks import Task, TaskId, Usage
+
+
+class Reporter(Protocol):
+    """Where a running task's progress and checkpoints go. Returns ``cancel_requested``.
+
+    Raises ``StaleLease`` when the task is no longer this worker's.
+    """
+
+    async def progress(self, task: Task, progress: dict[str, Any]) -> bool: ...
+
+    async def checkpoint(self, task: Task, token: str, data: Any) -> bool: ...
+
+    async def enqueue_child(self, task: Task, kind: str, payload: Any, fields: dict[str, Any]) -> Task: ...
+
+
+class Context:
+    """Handed to every handler call: the task, progress, checkpoints, usage, cancellation."""
+
+    def __init__(self, task: Task, reporter: Reporter) -> None:
+        self.task = task
+        self._reporter = reporter
+        self.usage = Usage()
+        self.cancel_requested = False
+        self.exit_code: int | None = None  # set by command tasks; recorded with the outcome
+        self.log = logging.getLogger(f"pgqueue.task.{task.kind}")
+
+    @property
+    def task_id(self) -> TaskId:
+        return self.task.id
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first run, 2 on the first retry..."""
+        return self.task.attempts
+
+    @property
+    def queue(self) -> str:
+        return self.task.queue
+
+    @property
+    def checkpoint_data(self) -> Any:
+        """The data of the last checkpoint saved by any attempt, or None."""
+        return self.task.checkpoint.get("data") if self.task.checkpoint else None
+
+    @property
+    def checkpoint_token(self) -> str | None:
+        return self.task.checkpoint.get("token") if self.task.checkpoint else None
+
+    async def progress(
+        self, percent: float | None = None, message: str | None = None, data: Any = None
+    ) -> None:
+        """Report progress (streamed to subscribers); also counts as a heartbeat."""
+        if percent is not None and not 0 <= percent <= 100:
+            raise ValueError(f"percent must be between 0 and 100, got {percent}")
+        progress: dict[str, Any] = {}
+        if percent is not None:
+            progress["percent"] = percent
+        if message is not None:
+            progress["message"] = message
+        if data is not None:
+            progress["data"] = data
+        self._note_cancel(await self._reporter.progress(self.task, progress))
+
+    async def checkpoint(self, token: str, data: Any = None) -> None:
+        """Save where the work stands; a later attempt starts with ``checkpoint_data``."""
+        msgspec.json.encode(data)  # fail here, in the handler, if it cannot be stored
+        self._note_cancel(await self._reporter.checkpoint(self.task, token, data))
+        self.task = msgspec.structs.replace(
+            self.task, checkpoint={"token": token, "data": data}
+        )
+
+    def add_usage(self, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0) -> None:
+        """Count tokens and cost for this task; summed over attempts, reported per user."""
+        if input_tokens < 0 or output_tokens < 0 or cost < 0:
+            raise ValueError("usage must not be negative")
+        self.usage = Usage(
+            input_tokens=self.usage.input_tokens + input_tokens,
+            output_tokens=self.usage.output_tokens + output_tokens,
+            cost=self.usage.cost + cost,
+        )
+
+    async def enqueue(self, kind: str, payload: Any = None, **fields: Any) -> Task:
+        """Enqueue a child task (its ``parent_id`` is this task, its owner this task's owner)."""
+        return await self._reporter.enqueue_child(self.task, kind, payload, fields)
+
+    def _note_cancel(self, requested: bool) -> None:
+        if requested and not self.cancel_requested:
+            self.cancel_requested = True
+            current = asyncio.current_task()
+            if current is not None:
+                # Stop the handler where it stands; the worker records 'cancelled'.
+                current.cancel("cancel requested")

@@ -1,0 +1,116 @@
+"""Run one attempt of one task and classify how it ended (SPEC §2, error classes).
+
+Shared by the database worker (``loop.py``) and the HTTP remote worker: both hand a claimed
+task here and record the returned ``Outcome`` their own way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any
+
+import msgspec
+
+from pgqueue.errors import InvalidInput
+from pgqueue.tasks import Task, Usage
+from pgqueue.worker.context import Context, Reporter
+from pgqueue.worker.handlers import Handler
+from pgqueue.worker.outcomes import Permanent, Retry
+
+TRACEBACK_CHARS = 8000  # enough to debug, small enough for the row and the stream
+
+
+class Completed(msgspec.Struct, frozen=True, tag="completed"):
+    result: Any
+    usage: Usage
+    exit_code: int | None = None
+
+
+class Failed(msgspec.Struct, frozen=True, tag="failed"):
+    error: dict[str, Any]  # {"type", "message", "retryable", "traceback"?}
+    retryable: bool
+    usage: Usage
+    retry_in_s: float | None = None  # None: the backoff decides
+    exit_code: int | None = None
+
+
+class Cancelled(msgspec.Struct, frozen=True, tag="cancelled"):
+    """Stopped because a cancel was requested."""
+
+    usage: Usage
+
+
+class Interrupted(msgspec.Struct, frozen=True, tag="interrupted"):
+    """Stopped because the worker is shutting down: release the task, do not count it."""
+
+    usage: Usage
+
+
+Outcome = Completed | Failed | Cancelled | Interrupted
+
+
+def error_info(exc: BaseException, *, retryable: bool, kind: str | None = None) -> dict[str, Any]:
+    """The ``error`` column: type, message, retryable flag and a bounded traceback."""
+    tb = "".join(traceback.format_exception(exc))
+    return {
+        "type": kind or type(exc).__name__,
+        "message": str(exc) or type(exc).__name__,
+        "retryable": retryable,
+        "traceback": tb[-TRACEBACK_CHARS:],
+    }
+
+
+async def execute(
+    task: Task,
+    handler: Handler,
+    reporter: Reporter,
+    *,
+    shutting_down: asyncio.Event | None = None,
+) -> tuple[Outcome, Context]:
+    """Run the handler for this attempt with its timeout; never raises for handler errors.
+
+    Cancellation of the calling asyncio task means cancel-requested (``Cancelled``) unless
+    ``shutting_down`` is set (``Interrupted``).
+    """
+    ctx = Context(task, reporter)
+    timeout_s = task.timeout_s or handler.timeout_s
+    try:
+        payload = handler.decode_payload(task.payload)
+        async with asyncio.timeout(timeout_s):
+            if handler.is_async:
+                result = await handler.fn(ctx, payload)
+            else:
+                result = await asyncio.to_thread(handler.fn, ctx, payload)
+        msgspec.json.encode(result)  # an unstorable result is the handler's bug: say so now
+        return Completed(result=result, usage=ctx.usage, exit_code=ctx.exit_code), ctx
+    except TimeoutError as exc:
+        error = error_info(exc, retryable=True, kind="timeout")
+        error["message"] = f"attempt exceeded its timeout of {timeout_s}s"
+        return Failed(error=error, retryable=True, usage=ctx.usage, exit_code=ctx.exit_code), ctx
+    except asyncio.CancelledError:
+        if shutting_down is not None and shutting_down.is_set() and not ctx.cancel_requested:
+            return Interrupted(usage=ctx.usage), ctx
+        return Cancelled(usage=ctx.usage), ctx
+    except Retry as exc:
+        return Failed(
+            error=error_info(exc, retryable=True, kind="retry"),
+            retryable=True,
+            retry_in_s=exc.in_s,
+            usage=ctx.usage,
+            exit_code=ctx.exit_code,
+        ), ctx
+    except InvalidInput as exc:  # the payload does not fit the handler's annotated type
+        return Failed(
+            error=error_info(exc, retryable=False, kind="invalid_payload"),
+            retryable=False,
+            usage=ctx.usage,
+        ), ctx
+    except Exception as exc:
+        permanent = isinstance(exc, Permanent) or isinstance(exc, handler.permanent)
+        return Failed(
+            error=error_info(exc, retryable=not permanent),
+            retryable=not permanent,
+            usage=ctx.usage,
+            exit_code=getattr(exc, "exit_code", ctx.exit_code),
+        ), ctx
