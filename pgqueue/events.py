@@ -16,6 +16,9 @@ from pgqueue.tasks import Status, TaskId
 WAKEUP: Final = "pgqueue_wakeup"
 """Payload: a queue name that just got a due task. Workers listen."""
 
+CANCEL: Final = "pgqueue_cancel"
+"""Payload: the id of a running task whose cancel was requested. Workers listen."""
+
 EVENTS: Final = "pgqueue_events"
 """Payload: a JSON array of task changes (see ``TaskChange``). Streams, waiters, workers listen."""
 

@@ -140,8 +140,10 @@ CREATE TABLE pgqueue.queues (
 --   [["<task id>", "<event>", "<status>", "<queue>", "<user or null>", <event id>], ...]
 -- Everything a stream subscriber needs to route and authorize; the full task is read by
 -- id when needed. pg_notify payloads are limited to 8000 bytes, so rows are chunked by 60.
--- Channel pgqueue_wakeup carries a queue name when a due task appears there: workers LISTEN
--- to it only. One per queue per statement, which is what keeps bulk writes quiet.
+-- Channel pgqueue_wakeup carries a queue name when a due task appears there, and
+-- pgqueue_cancel the id of a running task whose cancel was requested: workers LISTEN to
+-- these two only, not to the firehose. One wake-up per queue per statement, which is what
+-- keeps bulk writes quiet.
 -- ---------------------------------------------------------------------------------------
 
 CREATE FUNCTION pgqueue.event_of(o pgqueue.tasks, n pgqueue.tasks) RETURNS text
@@ -153,11 +155,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
             WHEN 'completed' THEN 'completed'
             WHEN 'failed'    THEN 'failed'
             WHEN 'cancelled' THEN 'cancelled'
-            -- back to pending: a handler failure or snooze schedules a retry; a stall, a
-            -- graceful release or a retry by hand requeues (the error says which)
+            -- back to pending. A failed attempt keeps its attempt count and records an error:
+            -- retry_scheduled. A stall (error type 'stalled', set by the reaper), a graceful
+            -- release (attempts given back) or a retry by hand (from failed/cancelled): requeued.
             ELSE CASE WHEN o.status = 'running'
-                        AND n.error IS DISTINCT FROM o.error
-                        AND coalesce(n.error->>'type', '') NOT IN ('stalled', 'released')
+                        AND n.attempts = o.attempts
+                        AND n.error IS NOT NULL
+                        AND coalesce(n.error->>'type', '') <> 'stalled'
                       THEN 'retry_scheduled' ELSE 'requeued' END
             END
         WHEN n.cancel_requested AND NOT o.cancel_requested THEN 'cancel_requested'
@@ -250,6 +254,11 @@ BEGIN
     IF changes IS NOT NULL THEN
         PERFORM pgqueue.publish_events(changes);
     END IF;
+
+    -- Tell the worker holding a running task that its cancel was requested.
+    PERFORM pg_notify('pgqueue_cancel', n.id::text)
+       FROM new_rows n JOIN old_rows o ON o.id = n.id
+      WHERE n.status = 'running' AND n.cancel_requested AND NOT o.cancel_requested;
 
     -- A task that became pending and due (retry by hand, stall requeue, release) wakes workers.
     FOR q IN

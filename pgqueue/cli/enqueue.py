@@ -1,0 +1,65 @@
+"""``pgqueue enqueue KIND JSON``: enqueue one task from the shell and print it as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import msgspec
+
+from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.errors import InvalidInput
+from pgqueue.queue import Queue, new_task
+from pgqueue.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser("enqueue", help="enqueue one task")
+    parser.add_argument("kind")
+    parser.add_argument("payload", nargs="?", default="{}", help="JSON (default {})")
+    parser.add_argument("--queue", default="default")
+    parser.add_argument("--priority", type=int, default=0)
+    parser.add_argument("--delay-s", type=float, default=0.0)
+    parser.add_argument("--max-retries", type=int, default=3)
+    parser.add_argument("--timeout-s", type=float)
+    parser.add_argument("--idempotency-key")
+    parser.add_argument("--tag", action="append", default=[], dest="tags")
+    parser.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds for the end")
+    add_settings_flags(parser, "dsn")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if not settings.dsn:
+        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    try:
+        payload = msgspec.json.decode(args.payload)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("payload", f"is not valid JSON: {exc}") from None
+    task = new_task(
+        {
+            "kind": args.kind,
+            "payload": payload,
+            "queue": args.queue,
+            "priority": args.priority,
+            "delay_s": args.delay_s,
+            "max_retries": args.max_retries,
+            "timeout_s": args.timeout_s,
+            "idempotency_key": args.idempotency_key,
+            "tags": args.tags,
+        }
+    )
+    sys.stdout.write(asyncio.run(_enqueue(settings, task, args.wait)).decode() + "\n")
+    return 0
+
+
+async def _enqueue(settings: Settings, task: Any, wait: float | None) -> bytes:
+    async with Queue(settings=settings) as queue:
+        enqueued = await queue.submit(task)
+        result = enqueued.task
+        if wait is not None:
+            result = await queue.wait(result.id, timeout_s=wait)
+    return msgspec.json.encode(result)

@@ -1,0 +1,249 @@
+"""The worker: claim what is due, run it, record the outcome, and keep the books.
+
+One loop claims up to the free slots whenever it is woken — by a NOTIFY on its queues, by a
+slot freed, by the poll timer (a fallback, and the way future ``run_at`` are found) — and
+starts each claimed task as a named asyncio task. Around it run the outbox flusher, the
+heartbeat and the reaper, each a small module of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.db.listener import Listener
+from pgqueue.db.pool import create_pool
+from pgqueue.db.queries import QUERIES
+from pgqueue.db.rows import task_row
+from pgqueue.events import CANCEL, WAKEUP
+from pgqueue.queue import Queue
+from pgqueue.settings import Settings
+from pgqueue.tasks import Task, TaskId
+from pgqueue.worker import heartbeat, reaper
+from pgqueue.worker.execute import execute
+from pgqueue.worker.handlers import App
+from pgqueue.worker.outbox import Outbox
+from pgqueue.worker.reporter import DatabaseReporter
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    """Unique per process and start: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs an App's handlers for tasks of some queues, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: Settings,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 10,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not app.handlers:
+            raise ValueError("the app has no handlers: nothing to run")
+        self.app = app
+        self.settings = settings
+        self.queues = sorted(set(queues or app.queues))
+        self.concurrency = concurrency
+        self.id = worker_id or new_worker_id()
+        self.info = heartbeat.WorkerInfo(
+            id=self.id, queues=self.queues, kinds=app.kinds, concurrency=concurrency
+        )
+        # claim, flush, heartbeat/reap, and handlers' progress calls share a small pool
+        self.pool: AsyncConnectionPool = create_pool(
+            settings.dsn, min_size=2, max_size=max(4, min(concurrency, 20))
+        )
+        self.listener = Listener(settings.dsn, [WAKEUP, CANCEL])
+        self.outbox = Outbox(self.pool, settings, self.id, app.handlers)
+        self._running: dict[TaskId, tuple[Task, asyncio.Task[None]]] = {}
+        self._lost: set[TaskId] = set()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._shutting_down = asyncio.Event()
+        self.started = asyncio.Event()  # set once claiming, for tests and `dev`
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful shutdown (what SIGTERM/SIGINT do)."""
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until ``stop()``; then drain, release what is left, and leave no trace."""
+        await self.pool.open(wait=True)
+        queue = Queue(settings=self.settings, pool=self.pool)
+        reporter = DatabaseReporter(self.pool, queue)
+        self.listener.subscribe(WAKEUP, self._on_wakeup)
+        self.listener.subscribe(CANCEL, self._on_cancel)
+        self.listener.on_reconnect(self._wake.set)
+        await self.listener.start()
+        await heartbeat.register(self.pool, self.info)
+        background = [
+            asyncio.create_task(self.outbox.run(), name="pgqueue-outbox"),
+            asyncio.create_task(self._every(self.settings.heartbeat_s, self._heartbeat),
+                                name="pgqueue-heartbeat"),
+            asyncio.create_task(self._every(self.settings.reap_s, self._reap),
+                                name="pgqueue-reaper"),
+        ]
+        log.info("worker %s: queues %s, kinds %s, concurrency %d",
+                 self.id, ",".join(self.queues), ",".join(self.app.kinds), self.concurrency)
+        try:
+            self.started.set()
+            await self._claim_loop(reporter)
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(psycopg.Error):
+                await heartbeat.unregister(self.pool, self.id)
+            await self.listener.stop()
+            await self.pool.close()
+        log.info("worker %s stopped", self.id)
+
+    async def _drain(self) -> None:
+        """Graceful shutdown: let running tasks finish within the grace, then release them."""
+        running = [t for _, t in self._running.values()]
+        if running:
+            log.info("waiting up to %.0fs for %d running tasks",
+                     self.settings.shutdown_grace_s, len(running))
+            _, late = await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
+            self._shutting_down.set()
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        with contextlib.suppress(TimeoutError):
+            # Recording needs the database; if it is gone, the reaper requeues them later.
+            await asyncio.wait_for(self.outbox.drained(), timeout=max(self.settings.stall_s, 5))
+
+    # -- claiming ---------------------------------------------------------------------
+
+    async def _claim_loop(self, reporter: DatabaseReporter) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            self._wake.clear()
+            free = self.concurrency - len(self._running)
+            timeout = self.settings.poll_s
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                    delay = 0.1
+                except psycopg.OperationalError as exc:
+                    log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                for task in claimed:
+                    self._start(task, reporter)
+                if len(claimed) < free:
+                    # Nothing more is due now: sleep until the next run_at we know of.
+                    timeout = await self._until_next_due()
+                # else every free slot got a task: more may be due; a freed slot wakes us.
+            await self._sleep(timeout)
+
+    async def _claim(self, limit: int) -> list[Task]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=task_row)
+            await cur.execute(
+                QUERIES["task_claim"],
+                {"worker_id": self.id, "queues": self.queues, "kinds": self.app.kinds,
+                 "limit": limit},
+            )
+            return await cur.fetchall()
+
+    async def _until_next_due(self) -> float:
+        """Seconds until the earliest future task of our queues, capped by the poll interval."""
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    QUERIES["task_next_run_at"], {"queues": self.queues, "kinds": self.app.kinds}
+                )
+                row = await cur.fetchone()
+        except psycopg.OperationalError:
+            return self.settings.poll_s
+        if row is None or row[0] is None:
+            return self.settings.poll_s
+        wait = (row[0] - datetime.now(UTC)).total_seconds()
+        return min(max(wait, 0.01), self.settings.poll_s)
+
+    async def _sleep(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _start(self, task: Task, reporter: DatabaseReporter) -> None:
+        handler = self.app.handlers[task.kind]
+
+        async def run() -> None:
+            try:
+                outcome, _ = await execute(
+                    task, handler, reporter, shutting_down=self._shutting_down
+                )
+            finally:
+                self._running.pop(task.id, None)
+                self._wake.set()  # a slot is free
+            if task.id in self._lost:
+                self._lost.discard(task.id)
+                log.warning("task %s was reaped while running here; its outcome is dropped",
+                            task.id)
+                return
+            self.outbox.put(task, outcome)
+
+        self._running[task.id] = (task, asyncio.create_task(run(), name=f"pgqueue-task-{task.id}"))
+
+    # -- notifications ----------------------------------------------------------------
+
+    def _on_wakeup(self, queue: str) -> None:
+        if queue in self.queues:
+            self._wake.set()
+
+    def _on_cancel(self, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._cancel_local(TaskId(uuid.UUID(payload)), "cancel requested")
+
+    def _cancel_local(self, task_id: TaskId, reason: str) -> None:
+        entry = self._running.get(task_id)
+        if entry is not None:
+            log.info("stopping task %s: %s", task_id, reason)
+            entry[1].cancel(reason)
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await job()
+            except psycopg.OperationalError as exc:
+                log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
+
+    async def _heartbeat(self) -> None:
+        answer = await heartbeat.beat(
+            self.pool, self.info, [task for task, _ in self._running.values()]
+        )
+        for task_id in answer.lost:
+            self._lost.add(task_id)
+            self._cancel_local(task_id, "lost its lease (reaped)")
+        for task_id in answer.cancel_requested:
+            self._cancel_local(task_id, "cancel requested")
+
+    async def _reap(self) -> None:
+        await reaper.reap(self.pool, self.settings.stall_s)

@@ -1,0 +1,145 @@
+"""Recording outcomes: completions are flushed in batches, the rest one by one.
+
+While one flush is in flight, finished tasks accumulate; the next flush writes all of them in
+one statement. There is no timer: an idle worker records a completion at once (latency), a
+busy one batches by itself (throughput). A failed flush (database restart) is retried until
+it succeeds; a row the database refuses (stale lease: the task was reaped and given to
+another worker) is dropped, which is the at-least-once contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.db.queries import QUERIES
+from pgqueue.settings import Settings
+from pgqueue.tasks import Task
+from pgqueue.worker.handlers import Handler
+from pgqueue.worker.execute import Cancelled, Completed, Failed, Interrupted, Outcome
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Outbox:
+    """A queue of (task, outcome) with one background flusher."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        settings: Settings,
+        worker_id: str,
+        handlers: Mapping[str, Handler],
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._handlers = handlers
+        self._worker_id = worker_id
+        self._pending: list[tuple[Task, Outcome]] = []
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.recorded = 0  # outcomes written, for tests and stats
+
+    def put(self, task: Task, outcome: Outcome) -> None:
+        self._pending.append((task, outcome))
+        self._idle.clear()
+        self._ready.set()
+
+    async def drained(self) -> None:
+        """Wait until every outcome put so far is written (or refused)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Flush forever (cancel to stop; call ``drained()`` first to lose nothing)."""
+        delay = 0.05
+        while True:
+            await self._ready.wait()
+            batch, self._pending = self._pending, []
+            self._ready.clear()
+            try:
+                await self._flush(batch)
+                delay = 0.05
+            except psycopg.OperationalError as exc:
+                log.warning("recording %d outcomes failed (%s); retrying", len(batch), exc)
+                self._pending[:0] = batch
+                self._ready.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if not self._pending:
+                self._idle.set()
+
+    async def _flush(self, batch: list[tuple[Task, Outcome]]) -> None:
+        completed = [(t, o) for t, o in batch if isinstance(o, Completed)]
+        released = [(t, o) for t, o in batch if isinstance(o, Interrupted)]
+        async with self._pool.connection() as conn:
+            if completed:
+                await conn.execute(
+                    QUERIES["task_complete_many"], {"items": self._complete_items(completed)}
+                )
+            if released:
+                items = [
+                    {"id": t.id, "attempt": t.attempts, "usage": o.usage} for t, o in released
+                ]
+                await conn.execute(
+                    QUERIES["task_release_many"],
+                    {"items": _encode(items).decode(), "worker_id": self._worker_id},
+                )
+            for task, outcome in batch:
+                if isinstance(outcome, Failed):
+                    await conn.execute(QUERIES["task_fail"], self._fail_params(task, outcome))
+                elif isinstance(outcome, Cancelled):
+                    await conn.execute(
+                        QUERIES["task_cancelled"],
+                        {
+                            **self._fence(task),
+                            "usage": _encode(outcome.usage).decode(),
+                            "error": _encode(
+                                {"type": "cancelled", "message": "cancel requested",
+                                 "retryable": False}
+                            ).decode(),
+                        },
+                    )
+        self.recorded += len(batch)
+
+    def _complete_items(self, completed: list[tuple[Task, Outcome]]) -> str:
+        items = []
+        for task, outcome in completed:
+            assert isinstance(outcome, Completed)
+            items.append(
+                {
+                    "id": task.id,
+                    "attempt": task.attempts,
+                    "worker_id": self._worker_id,
+                    "result": outcome.result,
+                    "usage": outcome.usage,
+                    "exit_code": outcome.exit_code,
+                }
+            )
+        return _encode(items).decode()
+
+    def _fence(self, task: Task) -> dict[str, Any]:
+        return {"id": task.id, "attempt": task.attempts, "worker_id": self._worker_id}
+
+    def _fail_params(self, task: Task, outcome: Failed) -> dict[str, Any]:
+        # Backoff: the task's own override (applied in SQL), else the handler's, else settings.
+        handler = self._handlers.get(task.kind)
+        return {
+            **self._fence(task),
+            "retryable": outcome.retryable,
+            "retry_in_s": outcome.retry_in_s,
+            "backoff_base_s": (handler and handler.backoff_base_s) or self._settings.backoff_base_s,
+            "backoff_max_s": (handler and handler.backoff_max_s) or self._settings.backoff_max_s,
+            "error": _encode(outcome.error).decode(),
+            "exit_code": outcome.exit_code,
+            "usage": _encode(outcome.usage).decode(),
+        }

@@ -1,0 +1,48 @@
+"""The database ``Reporter``: a local worker's handlers write progress and checkpoints here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.db.queries import QUERIES
+from pgqueue.errors import StaleLease
+from pgqueue.queue import Queue, new_task
+from pgqueue.tasks import Task
+
+
+class DatabaseReporter:
+    """Progress, checkpoints and child tasks, fenced by the task's lease."""
+
+    def __init__(self, pool: AsyncConnectionPool, queue: Queue) -> None:
+        self._pool = pool
+        self._queue = queue
+
+    async def progress(self, task: Task, progress: dict[str, Any]) -> bool:
+        return await self._update(
+            "task_progress", task, {"progress": msgspec.json.encode(progress).decode()}
+        )
+
+    async def checkpoint(self, task: Task, token: str, data: Any) -> bool:
+        return await self._update(
+            "task_checkpoint", task, {"token": token, "data": msgspec.json.encode(data).decode()}
+        )
+
+    async def enqueue_child(
+        self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
+    ) -> Task:
+        body = {"user_id": task.user_id, **fields, "kind": kind, "parent_id": task.id}
+        if payload is not None:
+            body["payload"] = payload
+        return (await self._queue.submit(new_task(body))).task
+
+    async def _update(self, query: str, task: Task, params: dict[str, Any]) -> bool:
+        fence = {"id": task.id, "attempt": task.attempts, "worker_id": task.worker_id}
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(QUERIES[query], {**params, **fence})
+            row = await cur.fetchone()
+        if row is None:
+            raise StaleLease(f"task {task.id}: attempt {task.attempts} is no longer this worker's")
+        return bool(row[0])
