@@ -22,7 +22,6 @@ from psycopg.conninfo import make_conninfo
 
 from pgqueue.db.migrate import migrate
 from pgqueue.db.pool import connect
-from pgqueue.db.server import test_server_dsn
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
 
@@ -30,6 +29,12 @@ from pgqueue.settings import Settings
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     """A PostgreSQL server on which the tests may create and drop databases."""
+    explicit = os.environ.get("PGQUEUE_TEST_DSN")
+    if explicit:
+        yield explicit
+        return
+    from pgqueue.db.server import test_server_dsn
+
     with test_server_dsn() as dsn:
         yield dsn
 

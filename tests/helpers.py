@@ -1,0 +1,81 @@
+"""Shared test tools: waiting on conditions, and running workers in-process or as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pgqueue.settings import Settings
+from pgqueue.worker.handlers import App
+from pgqueue.worker.loop import Worker
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll ``probe`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
+        await asyncio.sleep(interval)
+
+
+def fast_settings(dsn: str, **overrides: Any) -> Settings:
+    """Short heartbeats and stalls so crash tests finish in seconds, not minutes."""
+    values: dict[str, Any] = {
+        "dsn": dsn, "heartbeat_s": 0.5, "stall_s": 3.0, "reap_s": 0.5, "poll_s": 1.0,
+        "shutdown_grace_s": 5.0, "backoff_base_s": 0.05, "backoff_max_s": 0.2,
+    }
+    values.update(overrides)
+    return Settings.from_env({}, **values)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(app: App, settings: Settings, **options: Any) -> AsyncIterator[Worker]:
+    """A Worker in this process, claiming by the time the block starts, stopped after it."""
+    worker = Worker(app, settings, **options)
+    task = asyncio.create_task(worker.run())
+    started = asyncio.ensure_future(worker.started.wait())
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+    if task.done():
+        task.result()  # raise the worker's startup error
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=60)
+
+
+def worker_process(settings: Settings, app: str = "tests.worker.apps:app", *args: str) -> subprocess.Popen[bytes]:
+    """``pgqueue worker`` as a separate OS process, configured through its environment."""
+    env = {
+        **os.environ,
+        "PGQUEUE_DSN": settings.dsn,
+        "PGQUEUE_HEARTBEAT_S": str(settings.heartbeat_s),
+        "PGQUEUE_STALL_S": str(settings.stall_s),
+        "PGQUEUE_REAP_S": str(settings.reap_s),
+        "PGQUEUE_POLL_S": str(settings.poll_s),
+        "PGQUEUE_SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
+        "PGQUEUE_BACKOFF_BASE_S": str(settings.backoff_base_s),
+        "PGQUEUE_BACKOFF_MAX_S": str(settings.backoff_max_s),
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--log-level", "WARNING", "worker", app, *args],
+        cwd=ROOT, env=env,
+    )

@@ -1,0 +1,190 @@
+"""Enqueue (SPEC §1, §3, transactional enqueue): the producer's promises against PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue.db.pool import connect
+from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
+from pgqueue.queue import Queue, new_task
+from pgqueue.settings import Settings
+from pgqueue.tasks import Status
+
+
+async def test_enqueue_sets_fields_and_defaults(queue: Queue) -> None:
+    task = await queue.enqueue(
+        "email.send", {"to": "a@b.c"}, priority=5, tags=["signup"], max_retries=5, timeout_s=30
+    )
+    assert task.status is Status.PENDING
+    assert (task.queue, task.kind, task.payload) == ("default", "email.send", {"to": "a@b.c"})
+    assert (task.priority, task.max_retries, task.timeout_s, task.tags) == (5, 5, 30, ["signup"])
+    assert task.attempts == 0
+    assert task.usage == {"input_tokens": 0, "output_tokens": 0, "cost": 0}
+    assert task.run_at == task.created_at  # due now, by the database clock
+    assert task.created_at.utcoffset() == timedelta(0)
+
+
+async def test_delay_uses_the_database_clock(queue: Queue) -> None:
+    task = await queue.enqueue("later", delay_s=60)
+    assert task.run_at - task.created_at == timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"queue": "bad queue!"}, "queue"),
+        ({"queue": "q" * 65}, "queue"),
+        ({"priority": 1001}, "priority"),
+        ({"priority": -1001}, "priority"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"tags": "not-a-list"}, "tags"),
+        ({"unknown_field": 1}, "unknown_field"),
+    ],
+)
+async def test_bad_input_names_the_field_and_writes_nothing(
+    queue: Queue, fields: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        await queue.enqueue("k", {}, **fields)
+    assert field in str(info.value)
+    assert (await queue.list()).items == []
+
+
+async def test_bad_kind_is_rejected(queue: Queue) -> None:
+    with pytest.raises(InvalidInput, match="kind"):
+        await queue.enqueue("no spaces allowed")
+
+
+async def test_oversize_payload_is_rejected(dsn: str) -> None:
+    settings = Settings.from_env({}, dsn=dsn, max_payload_bytes=100)
+    async with Queue(settings=settings) as q:
+        with pytest.raises(PayloadTooLarge, match="payload"):
+            await q.enqueue("k", {"blob": "x" * 200})
+        assert (await q.list()).items == []
+
+
+async def test_idempotent_enqueue_returns_the_existing_task(queue: Queue) -> None:
+    first = await queue.enqueue("email.send", {"to": "a"}, idempotency_key="welcome-42")
+    again = await queue.submit(
+        new_task(
+            {"kind": "email.send", "payload": {"to": "a"}, "idempotency_key": "welcome-42"}
+        )
+    )
+    assert again.replayed
+    assert again.task.id == first.id
+
+
+@pytest.mark.parametrize(
+    "change", [{"payload": {"to": "b"}}, {"kind": "other"}, {"queue": "other"}]
+)
+async def test_same_key_different_task_conflicts(queue: Queue, change: dict[str, Any]) -> None:
+    await queue.enqueue("email.send", {"to": "a"}, idempotency_key="k1")
+    fields = {"kind": "email.send", "payload": {"to": "a"}, **change}
+    kind = fields.pop("kind")
+    with pytest.raises(Conflict, match="idempotency_key"):
+        await queue.enqueue(kind, idempotency_key="k1", **fields)
+
+
+async def test_expired_key_creates_a_new_task(dsn: str, conn: psycopg.AsyncConnection[Any]) -> None:
+    settings = Settings.from_env({}, dsn=dsn, idempotency_ttl_s=60)
+    async with Queue(settings=settings) as q:
+        old = await q.enqueue("k", idempotency_key="daily")
+        await conn.execute(
+            "UPDATE pgqueue.tasks SET created_at = now() - interval '2 minutes' WHERE id = %s",
+            (old.id,),
+        )
+        new = await q.enqueue("k", idempotency_key="daily")
+        assert new.id != old.id
+        assert (await q.get(old.id)).idempotency_key is None
+
+
+async def test_racing_producers_create_exactly_one_task(dsn: str, settings: Settings) -> None:
+    """30 producers on 30 connections enqueue the same key at once: one task, 29 replays."""
+    queues = [Queue(settings=settings) for _ in range(30)]
+    for q in queues:
+        await q.open()
+    try:
+        gate = asyncio.Event()
+
+        async def produce(q: Queue) -> Any:
+            await gate.wait()
+            return await q.submit(
+                new_task(
+                    {"kind": "race", "payload": {"n": 1}, "idempotency_key": "the-one"}
+                )
+            )
+
+        racers = [asyncio.create_task(produce(q)) for q in queues]
+        await asyncio.sleep(0.1)
+        gate.set()
+        results = await asyncio.gather(*racers)
+    finally:
+        for q in queues:
+            await q.close()
+    assert len({r.task.id for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    conn = await connect(dsn)
+    async with conn:
+        cur = await conn.execute("SELECT count(*) FROM pgqueue.tasks")
+        assert (await cur.fetchone()) == (1,)
+
+
+async def test_transactional_enqueue_rolls_back_with_the_caller(queue: Queue, dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as mine:
+        task = await queue.enqueue("k", {"n": 1}, conn=mine)
+        await mine.rollback()
+    assert (await queue.list()).items == []
+    async with await psycopg.AsyncConnection.connect(dsn) as mine:
+        task = await queue.enqueue("k", {"n": 2}, conn=mine)
+        # not visible to others before the caller commits
+        assert (await queue.list()).items == []
+        await mine.commit()
+    assert [t.id for t in (await queue.list()).items] == [task.id]
+
+
+async def test_enqueue_many_keeps_input_order_and_replays_keys(queue: Queue) -> None:
+    existing = await queue.enqueue("k", {"i": "old"}, idempotency_key="dup")
+    tasks = await queue.enqueue_many(
+        [{"kind": "k", "payload": {"i": i}} for i in range(3)]
+        + [{"kind": "k", "payload": {"i": "old"}, "idempotency_key": "dup"}]
+        + [{"kind": "k", "payload": {"i": 3}, "priority": 7}]
+    )
+    assert [t.payload["i"] for t in tasks] == [0, 1, 2, "old", 3]
+    assert tasks[3].id == existing.id
+    assert tasks[4].priority == 7
+
+
+async def test_enqueue_many_is_all_or_nothing(queue: Queue) -> None:
+    with pytest.raises(InvalidInput):
+        await queue.enqueue_many([{"kind": "ok"}, {"kind": "ok", "priority": 5000}])
+    assert (await queue.list()).items == []
+
+
+async def test_plain_sql_insert_and_enqueue_function(
+    queue: Queue, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    await conn.execute("INSERT INTO pgqueue.tasks (kind, payload) VALUES ('from.psql', '{\"a\": 1}')")
+    cur = await conn.execute(
+        "SELECT id, status FROM pgqueue.enqueue('from.fn', '{}', priority => 3, idempotency_key => 'x')"
+    )
+    row = await cur.fetchone()
+    assert row is not None and row[1] == "pending"
+    cur = await conn.execute("SELECT id FROM pgqueue.enqueue('from.fn', '{}', priority => 3, idempotency_key => 'x')")
+    assert await cur.fetchone() == (row[0],)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="idempotency key"):
+        await conn.execute("SELECT pgqueue.enqueue('other.kind', '{}', idempotency_key => 'x')")
+    kinds = sorted(t.kind for t in (await queue.list()).items)
+    assert kinds == ["from.fn", "from.psql"]
+
+
+async def test_database_rejects_invalid_rows_from_psql(conn: psycopg.AsyncConnection[Any]) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation, match="tasks_priority_range"):
+        await conn.execute("INSERT INTO pgqueue.tasks (kind, priority) VALUES ('k', 5000)")
+    with pytest.raises(psycopg.errors.CheckViolation, match="tasks_completed_at_iff_terminal"):
+        await conn.execute("INSERT INTO pgqueue.tasks (kind, status) VALUES ('k', 'completed')")
