@@ -1,0 +1,263 @@
+"""The worker in-process (SPEC §2): outcomes, retries, timeouts, cancel, wake-ups, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue.queue import Queue
+from pgqueue.settings import Settings
+from pgqueue.tasks import Status
+from tests.helpers import fast_settings, running_worker, wait_for
+
+app = pgqueue.App()
+started: dict[str, asyncio.Event] = {}
+
+
+class Unfixable(Exception):
+    pass
+
+
+@app.task("echo")
+async def echo(ctx: pgqueue.Context, payload: dict[str, Any]) -> dict[str, Any]:
+    await ctx.progress(50, "halfway", data={"seen": payload})
+    ctx.add_usage(input_tokens=1200, output_tokens=300, cost=0.004)
+    return {"echo": payload, "attempt": ctx.attempt}
+
+
+@app.task("flaky")
+async def flaky(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    ctx.add_usage(input_tokens=10)
+    if ctx.attempt < payload["succeed_on"]:
+        raise RuntimeError(f"attempt {ctx.attempt} fails")
+    return "finally"
+
+
+@app.task("permanent")
+async def permanent(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
+    raise pgqueue.Permanent("bad address")
+
+
+@app.task("listed", permanent=[Unfixable])
+async def listed(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
+    raise Unfixable("declared permanent by the handler")
+
+
+@app.task("snooze")
+async def snooze(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    if ctx.attempt == 1:
+        raise pgqueue.Retry("not yet", in_s=payload["in_s"])
+    return "woke up"
+
+
+@app.task("hang", timeout_s=0.3)
+async def hang(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
+    await asyncio.sleep(3600)
+
+
+@app.task("block")
+async def block(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    started.setdefault(payload["name"], asyncio.Event()).set()
+    await asyncio.sleep(payload.get("s", 3600))
+    return "finished"
+
+
+@app.task("sync")
+def sync_handler(ctx: pgqueue.Context, payload: dict[str, Any]) -> int:
+    time.sleep(0.01)  # a blocking call: runs in a thread, not on the loop
+    return int(payload["n"]) * 2
+
+
+@app.task("typed")
+async def typed(ctx: pgqueue.Context, payload: dict[str, int]) -> int:
+    return sum(payload.values())
+
+
+@pytest.fixture
+def fast(dsn: str) -> Settings:
+    return fast_settings(dsn)
+
+
+async def test_handler_result_progress_and_usage_are_recorded(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue("echo", {"x": 1})
+        done = await queue.wait(task.id, timeout_s=10)
+    assert done.status is Status.COMPLETED
+    assert done.result == {"echo": {"x": 1}, "attempt": 1}
+    assert done.progress == {"percent": 50, "message": "halfway", "data": {"seen": {"x": 1}}}
+    assert done.usage == {"input_tokens": 1200, "output_tokens": 300, "cost": 0.004}
+    assert done.worker_id is None and done.completed_at is not None
+    assert [e.event for e in await queue.events(task.id)] == [
+        "created", "started", "progress", "completed"
+    ]
+
+
+async def test_retries_with_backoff_then_success(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue("flaky", {"succeed_on": 3}, max_retries=3)
+        done = await queue.wait(task.id, timeout_s=15)
+    assert (done.status, done.attempts, done.result) == (Status.COMPLETED, 3, "finally")
+    assert done.usage["input_tokens"] == 30  # summed over attempts
+    events = await queue.events(task.id)
+    retries = [e for e in events if e.event == "retry_scheduled"]
+    assert len(retries) == 2
+    assert retries[0].data["error"]["message"] == "attempt 1 fails"
+
+
+async def test_exhausted_retries_end_failed(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue("flaky", {"succeed_on": 99}, max_retries=2)
+        done = await queue.wait(task.id, timeout_s=15)
+    assert (done.status, done.attempts) == (Status.FAILED, 3)  # max_retries + 1 starts
+    assert done.error is not None
+    assert done.error["type"] == "RuntimeError" and done.error["retryable"] is True
+    assert "Traceback" in done.error["traceback"]
+
+
+async def test_backoff_delays_the_next_attempt(queue: Queue, dsn: str) -> None:
+    settings = fast_settings(dsn, backoff_base_s=1.0, backoff_max_s=1.0)
+    async with running_worker(app, settings):
+        task = await queue.enqueue("flaky", {"succeed_on": 2})
+        await wait_for(lambda: _status(queue, task.id, Status.PENDING, attempts=1), what="retry")
+        pending = await queue.get(task.id)
+        delay = (pending.run_at - pending.updated_at).total_seconds()
+        assert 0.75 <= delay <= 1.25  # 1 s with +/- 25 % jitter, by the database clock
+        done = await queue.wait(task.id, timeout_s=10)
+    assert done.status is Status.COMPLETED
+
+
+@pytest.mark.parametrize("kind", ["permanent", "listed"])
+async def test_permanent_errors_are_not_retried(queue: Queue, fast: Settings, kind: str) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue(kind, max_retries=5)
+        done = await queue.wait(task.id, timeout_s=10)
+    assert (done.status, done.attempts) == (Status.FAILED, 1)
+    assert done.error is not None and done.error["retryable"] is False
+
+
+async def test_invalid_payload_is_permanent(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        good = await queue.enqueue("typed", {"a": 1, "b": 2})
+        bad = await queue.enqueue("typed", {"a": "not a number"})
+        assert (await queue.wait(good.id, timeout_s=10)).result == 3
+        failed = await queue.wait(bad.id, timeout_s=10)
+    assert (failed.status, failed.attempts) == (Status.FAILED, 1)
+    assert failed.error is not None and failed.error["type"] == "invalid_payload"
+
+
+async def test_retry_snoozes_for_the_asked_delay(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue("snooze", {"in_s": 1.0})
+        await wait_for(lambda: _status(queue, task.id, Status.PENDING, attempts=1), what="snooze")
+        snoozed = await queue.get(task.id)
+        assert abs((snoozed.run_at - snoozed.updated_at).total_seconds() - 1.0) < 0.05
+        done = await queue.wait(task.id, timeout_s=10)
+    assert (done.status, done.result, done.attempts) == (Status.COMPLETED, "woke up", 2)
+
+
+async def test_timeout_is_a_retryable_failure(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue("hang", max_retries=1)
+        done = await queue.wait(task.id, timeout_s=15)
+    assert (done.status, done.attempts) == (Status.FAILED, 2)
+    assert done.error is not None and done.error["type"] == "timeout"
+    events = [e.event for e in await queue.events(task.id)]
+    assert events.count("retry_scheduled") == 1
+
+
+async def test_task_timeout_overrides_none(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue("block", {"name": "t-timeout"}, timeout_s=0.2, max_retries=0)
+        done = await queue.wait(task.id, timeout_s=10)
+    assert done.status is Status.FAILED and done.error is not None
+    assert done.error["type"] == "timeout"
+
+
+async def test_sync_handlers_run_in_threads(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast, concurrency=5):
+        tasks = await queue.enqueue_many([{"kind": "sync", "payload": {"n": i}} for i in range(10)])
+        results = [(await queue.wait(t.id, timeout_s=10)).result for t in tasks]
+    assert results == [i * 2 for i in range(10)]
+
+
+async def test_cancel_pending_and_running(queue: Queue, fast: Settings) -> None:
+    pending = await queue.enqueue("block", {"name": "never"}, delay_s=3600)
+    cancelled = await queue.cancel(pending.id)
+    assert cancelled.status is Status.CANCELLED
+    async with running_worker(app, fast):
+        task = await queue.enqueue("block", {"name": "cancel-me"})
+        await wait_for(lambda: _status(queue, task.id, Status.RUNNING), what="start")
+        asked = time.monotonic()
+        flagged = await queue.cancel(task.id)
+        assert flagged.cancel_requested and flagged.status is Status.RUNNING
+        done = await queue.wait(task.id, timeout_s=10)
+        assert time.monotonic() - asked < 1.0  # told through NOTIFY, not a poll
+    assert done.status is Status.CANCELLED
+    events = [e.event for e in await queue.events(task.id)]
+    assert events[-2:] == ["cancel_requested", "cancelled"]
+
+
+async def test_wakeup_within_a_second_of_a_plain_sql_insert(
+    queue: Queue, fast: Settings, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    settings = fast_settings(fast.dsn, poll_s=30.0)  # a poll cannot be what wakes it
+    async with running_worker(app, settings):
+        await asyncio.sleep(0.2)  # let the worker go idle
+        inserted = time.monotonic()
+        await conn.execute("INSERT INTO pgqueue.tasks (kind, payload) VALUES ('echo', '{}')")
+        task = (await queue.list()).items[0]
+        done = await queue.wait(task.id, timeout_s=10)
+        assert time.monotonic() - inserted < 1.0
+    assert done.status is Status.COMPLETED
+    assert done.started_at is not None
+    assert (done.started_at - done.created_at).total_seconds() < 1.0
+
+
+async def test_future_task_starts_when_due_without_notify(queue: Queue, fast: Settings) -> None:
+    settings = fast_settings(fast.dsn, poll_s=30.0)
+    async with running_worker(app, settings):
+        task = await queue.enqueue("echo", {}, delay_s=1.0)
+        done = await queue.wait(task.id, timeout_s=10)
+    assert done.started_at is not None
+    late = (done.started_at - done.run_at).total_seconds()
+    assert 0 <= late < 1.0  # the worker slept until run_at, not until the next poll
+
+
+async def test_graceful_shutdown_releases_unfinished_tasks(queue: Queue, dsn: str) -> None:
+    settings = fast_settings(dsn, shutdown_grace_s=0.5)
+    async with running_worker(app, settings) as worker:
+        quick = await queue.enqueue("block", {"name": "quick", "s": 0.1})
+        slow = await queue.enqueue("block", {"name": "slow"})
+        await wait_for(lambda: _status(queue, slow.id, Status.RUNNING), what="start")
+        await wait_for(lambda: _status(queue, quick.id, Status.COMPLETED), what="quick")
+        worker_id = worker.id
+    released = await queue.get(slow.id)
+    assert (released.status, released.attempts, released.worker_id) == (Status.PENDING, 0, None)
+    assert [e.event for e in await queue.events(slow.id)][-1] == "requeued"
+    async with queue.pool.connection() as c:
+        cur = await c.execute("SELECT count(*) FROM pgqueue.workers WHERE id = %s", (worker_id,))
+        assert await cur.fetchone() == (0,)
+
+
+async def test_workers_only_claim_kinds_they_handle(queue: Queue, fast: Settings) -> None:
+    other = pgqueue.App()
+
+    @other.task("only.here")
+    async def only_here(ctx: pgqueue.Context, payload: Any) -> str:
+        return "here"
+
+    async with running_worker(app, fast), running_worker(other, fast):
+        a = await queue.enqueue("only.here")
+        b = await queue.enqueue("echo")
+        assert (await queue.wait(a.id, timeout_s=10)).result == "here"
+        assert (await queue.wait(b.id, timeout_s=10)).status is Status.COMPLETED
+
+
+async def _status(queue: Queue, task_id: Any, status: Status, attempts: int | None = None) -> bool:
+    task = await queue.get(task_id)
+    return task.status is status and (attempts is None or task.attempts == attempts)
