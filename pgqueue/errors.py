@@ -11,7 +11,7 @@ class PgQueueError(Exception):
     """Root of every error pgqueue raises on purpose."""
 
 
-class InvalidInput(PgQueueError, ValueError):  # noqa: N818 - reads better at call sites
+class InvalidInput(PgQueueError, ValueError):
     """A value a caller passed is not acceptable; the message names the field."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -19,7 +19,7 @@ class InvalidInput(PgQueueError, ValueError):  # noqa: N818 - reads better at ca
         self.field = field
 
 
-class NotFound(PgQueueError, LookupError):  # noqa: N818
+class NotFound(PgQueueError, LookupError):
     """No such task (or not one the caller may see)."""
 
 

@@ -37,7 +37,7 @@ EventName = Literal[
 
 
 class TaskChange(msgspec.Struct, array_like=True, frozen=True):
-    """One change as the trigger publishes it: ``[task_id, event, status, queue, user_id, event_id]``."""
+    """One change as published: ``[task_id, event, status, queue, user_id, event_id]``."""
 
     task_id: TaskId
     event: EventName
@@ -53,5 +53,3 @@ _decoder = msgspec.json.Decoder(list[TaskChange])
 def decode_changes(payload: str) -> list[TaskChange]:
     """Decode a ``pgqueue_events`` payload."""
     return _decoder.decode(payload)
-
-

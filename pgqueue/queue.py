@@ -7,6 +7,7 @@ rules (validation, idempotency, transitions) from one place.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import math
 import uuid
@@ -244,7 +245,9 @@ class Queue:
         try:
             size = len(msgspec.json.encode(task.payload))
         except (TypeError, msgspec.EncodeError) as exc:
-            raise InvalidInput(f"tasks[{index}].payload", f"is not JSON-serialisable: {exc}") from None
+            raise InvalidInput(
+                f"tasks[{index}].payload", f"is not JSON-serialisable: {exc}"
+            ) from None
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"tasks[{index}].payload",
@@ -305,7 +308,7 @@ class Queue:
         items = rows[:limit]
         return Page(items=items, next_cursor=str(items[-1].seq) if more else None)
 
-    async def events(self, task_id: uuid.UUID | str) -> list[Event]:
+    async def events(self, task_id: uuid.UUID | str) -> builtins.list[Event]:
         """The task's audit trail, oldest first."""
         tid = _task_id(task_id)
         async with self.pool.connection() as conn:
@@ -405,4 +408,3 @@ def _cursor_seq(cursor: str | None) -> int | None:
     if not cursor.isdigit():
         raise InvalidInput("cursor", f"{cursor!r} is not a cursor returned by a previous page")
     return int(cursor)
-

@@ -55,7 +55,9 @@ async def template_dsn(server_dsn: str) -> AsyncIterator[str]:
         await migrate(conn)
     yield dsn
     with _admin(server_dsn) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -71,7 +73,9 @@ def dsn(server_dsn: str, template_dsn: str) -> Iterator[str]:
         )
     yield make_conninfo(server_dsn, dbname=name)
     with _admin(server_dsn) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture

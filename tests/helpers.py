@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05,
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
     what: str = "condition",
 ) -> T:
     """Poll ``probe`` until it returns a truthy value; fail the test after ``timeout``."""
@@ -38,8 +41,14 @@ async def wait_for(
 def fast_settings(dsn: str, **overrides: Any) -> Settings:
     """Short heartbeats and stalls so crash tests finish in seconds, not minutes."""
     values: dict[str, Any] = {
-        "dsn": dsn, "heartbeat_s": 0.5, "stall_s": 3.0, "reap_s": 0.5, "poll_s": 1.0,
-        "shutdown_grace_s": 5.0, "backoff_base_s": 0.05, "backoff_max_s": 0.2,
+        "dsn": dsn,
+        "heartbeat_s": 0.5,
+        "stall_s": 3.0,
+        "reap_s": 0.5,
+        "poll_s": 1.0,
+        "shutdown_grace_s": 5.0,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 0.2,
     }
     values.update(overrides)
     return Settings.from_env({}, **values)
@@ -61,7 +70,9 @@ async def running_worker(app: App, settings: Settings, **options: Any) -> AsyncI
         await asyncio.wait_for(task, timeout=60)
 
 
-def worker_process(settings: Settings, app: str = "tests.worker.apps:app", *args: str) -> subprocess.Popen[bytes]:
+def worker_process(
+    settings: Settings, app: str = "tests.worker.apps:app", *args: str
+) -> subprocess.Popen[bytes]:
     """``pgqueue worker`` as a separate OS process, configured through its environment."""
     env = {
         **os.environ,
@@ -77,5 +88,6 @@ def worker_process(settings: Settings, app: str = "tests.worker.apps:app", *args
     }
     return subprocess.Popen(
         [sys.executable, "-m", "pgqueue", "--log-level", "WARNING", "worker", app, *args],
-        cwd=ROOT, env=env,
+        cwd=ROOT,
+        env=env,
     )

@@ -64,10 +64,15 @@ async def _dev(settings: Settings, args: argparse.Namespace) -> None:
 
     print(f"pgqueue dev: database {settings.dsn}")
     print(f"pgqueue dev: schema {'migrated: ' + ', '.join(applied) if applied else 'up to date'}")
-    print(f"pgqueue dev: worker {worker.id} on queues {','.join(worker.queues)} "
-          f"running {', '.join(app.kinds)}")
-    print(f'pgqueue dev: try  PGQUEUE_DSN="{settings.dsn}" pgqueue enqueue demo.agent '
-          "'{\"goal\": \"hello\"}' --wait 30", flush=True)
+    print(
+        f"pgqueue dev: worker {worker.id} on queues {','.join(worker.queues)} "
+        f"running {', '.join(app.kinds)}"
+    )
+    print(
+        f'pgqueue dev: try  PGQUEUE_DSN="{settings.dsn}" pgqueue enqueue demo.agent '
+        '\'{"goal": "hello"}\' --wait 30',
+        flush=True,
+    )
     runners = [asyncio.create_task(worker.run(), name="pgqueue-dev-worker")]
     await stop.wait()
     print("pgqueue dev: shutting down", flush=True)

@@ -63,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not settings.dsn:
         raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn (or --url for a remote worker)")
-    asyncio.run(run_worker(app, settings, queues=queues, concurrency=args.concurrency,
-                           worker_id=args.worker_id))
+    asyncio.run(
+        run_worker(
+            app, settings, queues=queues, concurrency=args.concurrency, worker_id=args.worker_id
+        )
+    )
     return 0
 
 

@@ -16,7 +16,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-
 import psycopg
 from psycopg import sql
 
@@ -62,8 +61,9 @@ class Listener:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="pgqueue-listener")
         waiter = asyncio.ensure_future(self._connected.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {waiter, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
         if waiter not in done:
             waiter.cancel()
             raise ConnectionError(f"could not LISTEN within {timeout_s}s: {self.error!r}")
@@ -124,5 +124,3 @@ class Listener:
                 callback()
             except Exception:
                 log.exception("listener reconnect callback failed")
-
-

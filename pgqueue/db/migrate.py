@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, LiteralString, cast
+from typing import Any
 
 import psycopg
 
@@ -42,9 +42,9 @@ def latest_version() -> int:
     return files[-1][0] if files else 0
 
 
-def _sql(path: Path) -> LiteralString:
-    # Our own files, shipped with the package: safe to run as literal SQL.
-    return cast(LiteralString, path.read_text())
+def _sql(path: Path) -> bytes:
+    # Our own files, shipped with the package: safe to run as they are.
+    return path.read_bytes()
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:

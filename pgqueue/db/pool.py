@@ -1,7 +1,8 @@
 """Connections: how every pgqueue connection is configured, and the pool factory.
 
-All connections speak UTC (timestamps are RFC 3339 UTC end to end) and decode JSON with
-msgspec (the row factories in ``rows.py`` build typed Structs). Pool connections are autocommit: a single
+All connections speak UTC (timestamps are RFC 3339 UTC end to end) and decode JSON
+with msgspec (the row factories in ``rows.py`` build typed Structs). Pool connections are
+autocommit: a single
 statement is its own transaction; several statements use ``async with conn.transaction()``.
 """
 
@@ -42,7 +43,7 @@ async def connect(dsn: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
 
 
 def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
-    """A pool, not yet open: open it in a lifespan (``async with pool`` or ``await pool.open()``)."""
+    """A pool, not yet open: open it in a lifespan (``await pool.open()``)."""
     return AsyncConnectionPool(
         dsn,
         min_size=min_size,

@@ -25,7 +25,9 @@ class Reporter(Protocol):
 
     async def checkpoint(self, task: Task, token: str, data: Any) -> bool: ...
 
-    async def enqueue_child(self, task: Task, kind: str, payload: Any, fields: dict[str, Any]) -> Task: ...
+    async def enqueue_child(
+        self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
+    ) -> Task: ...
 
 
 class Context:
@@ -80,9 +82,7 @@ class Context:
         """Save where the work stands; a later attempt starts with ``checkpoint_data``."""
         msgspec.json.encode(data)  # fail here, in the handler, if it cannot be stored
         self._note_cancel(await self._reporter.checkpoint(self.task, token, data))
-        self.task = msgspec.structs.replace(
-            self.task, checkpoint={"token": token, "data": data}
-        )
+        self.task = msgspec.structs.replace(self.task, checkpoint={"token": token, "data": data})
 
     def add_usage(self, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0) -> None:
         """Count tokens and cost for this task; summed over attempts, reported per user."""

@@ -107,7 +107,7 @@ async def execute(
             usage=ctx.usage,
         ), ctx
     except Exception as exc:
-        permanent = isinstance(exc, Permanent) or isinstance(exc, handler.permanent)
+        permanent = isinstance(exc, (Permanent, *handler.permanent))
         return Failed(
             error=error_info(exc, retryable=not permanent),
             retryable=not permanent,

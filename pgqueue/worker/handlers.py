@@ -31,7 +31,7 @@ class Handler(msgspec.Struct, frozen=True, kw_only=True):
     is_async: bool = True
 
     def decode_payload(self, payload: Any) -> Any:
-        """The payload converted to the handler's annotated type; InvalidInput if it does not fit."""
+        """The payload as the handler's annotated type; InvalidInput when it does not fit."""
         if self.payload_type is None:
             return payload
         try:

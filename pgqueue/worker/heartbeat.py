@@ -42,7 +42,9 @@ async def register(pool: AsyncConnectionPool, info: WorkerInfo) -> None:
         await conn.execute(QUERIES["worker_register"], msgspec.structs.asdict(info))
 
 
-async def beat(pool: AsyncConnectionPool, info: WorkerInfo, running: Collection[Task]) -> HeartbeatAnswer:
+async def beat(
+    pool: AsyncConnectionPool, info: WorkerInfo, running: Collection[Task]
+) -> HeartbeatAnswer:
     """One heartbeat for the worker and all its running tasks, in one transaction."""
     ids = [t.id for t in running]
     async with pool.connection() as conn, conn.transaction():

@@ -98,13 +98,20 @@ class Worker:
         await heartbeat.register(self.pool, self.info)
         background = [
             asyncio.create_task(self.outbox.run(), name="pgqueue-outbox"),
-            asyncio.create_task(self._every(self.settings.heartbeat_s, self._heartbeat),
-                                name="pgqueue-heartbeat"),
-            asyncio.create_task(self._every(self.settings.reap_s, self._reap),
-                                name="pgqueue-reaper"),
+            asyncio.create_task(
+                self._every(self.settings.heartbeat_s, self._heartbeat), name="pgqueue-heartbeat"
+            ),
+            asyncio.create_task(
+                self._every(self.settings.reap_s, self._reap), name="pgqueue-reaper"
+            ),
         ]
-        log.info("worker %s: queues %s, kinds %s, concurrency %d",
-                 self.id, ",".join(self.queues), ",".join(self.app.kinds), self.concurrency)
+        log.info(
+            "worker %s: queues %s, kinds %s, concurrency %d",
+            self.id,
+            ",".join(self.queues),
+            ",".join(self.app.kinds),
+            self.concurrency,
+        )
         try:
             self.started.set()
             await self._claim_loop(reporter)
@@ -123,8 +130,11 @@ class Worker:
         """Graceful shutdown: let running tasks finish within the grace, then release them."""
         running = [t for _, t in self._running.values()]
         if running:
-            log.info("waiting up to %.0fs for %d running tasks",
-                     self.settings.shutdown_grace_s, len(running))
+            log.info(
+                "waiting up to %.0fs for %d running tasks",
+                self.settings.shutdown_grace_s,
+                len(running),
+            )
             _, late = await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
             self._shutting_down.set()
             for task in late:
@@ -165,8 +175,12 @@ class Worker:
             cur = conn.cursor(row_factory=task_row)
             await cur.execute(
                 QUERIES["task_claim"],
-                {"worker_id": self.id, "queues": self.queues, "kinds": self.app.kinds,
-                 "limit": limit},
+                {
+                    "worker_id": self.id,
+                    "queues": self.queues,
+                    "kinds": self.app.kinds,
+                    "limit": limit,
+                },
             )
             return await cur.fetchall()
 
@@ -182,7 +196,7 @@ class Worker:
             return self.settings.poll_s
         if row is None or row[0] is None:
             return self.settings.poll_s
-        wait = (row[0] - datetime.now(UTC)).total_seconds()
+        wait = float((row[0] - datetime.now(UTC)).total_seconds())
         return min(max(wait, 0.01), self.settings.poll_s)
 
     async def _sleep(self, timeout: float) -> None:
@@ -202,8 +216,9 @@ class Worker:
                 self._wake.set()  # a slot is free
             if task.id in self._lost:
                 self._lost.discard(task.id)
-                log.warning("task %s was reaped while running here; its outcome is dropped",
-                            task.id)
+                log.warning(
+                    "task %s was reaped while running here; its outcome is dropped", task.id
+                )
                 return
             self.outbox.put(task, outcome)
 

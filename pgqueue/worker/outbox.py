@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -21,8 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.db.queries import QUERIES
 from pgqueue.settings import Settings
 from pgqueue.tasks import Task
-from pgqueue.worker.handlers import Handler
 from pgqueue.worker.execute import Cancelled, Completed, Failed, Interrupted, Outcome
+from pgqueue.worker.handlers import Handler
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,7 @@ class Outbox:
                     QUERIES["task_complete_many"], {"items": self._complete_items(completed)}
                 )
             if released:
-                items = [
-                    {"id": t.id, "attempt": t.attempts, "usage": o.usage} for t, o in released
-                ]
+                items = [{"id": t.id, "attempt": t.attempts, "usage": o.usage} for t, o in released]
                 await conn.execute(
                     QUERIES["task_release_many"],
                     {"items": _encode(items).decode(), "worker_id": self._worker_id},
@@ -104,14 +102,17 @@ class Outbox:
                             **self._fence(task),
                             "usage": _encode(outcome.usage).decode(),
                             "error": _encode(
-                                {"type": "cancelled", "message": "cancel requested",
-                                 "retryable": False}
+                                {
+                                    "type": "cancelled",
+                                    "message": "cancel requested",
+                                    "retryable": False,
+                                }
                             ).decode(),
                         },
                     )
         self.recorded += len(batch)
 
-    def _complete_items(self, completed: list[tuple[Task, Outcome]]) -> str:
+    def _complete_items(self, completed: Sequence[tuple[Task, Outcome]]) -> str:
         items = []
         for task, outcome in completed:
             assert isinstance(outcome, Completed)

@@ -10,7 +10,7 @@ A handler returns its result, or raises:
 from __future__ import annotations
 
 
-class Retry(Exception):  # noqa: N818 - a handler outcome, not an error of pgqueue
+class Retry(Exception):
     """Run this task again after ``in_s`` seconds (default: the usual backoff)."""
 
     def __init__(self, message: str = "retry requested", *, in_s: float | None = None) -> None:
@@ -20,5 +20,5 @@ class Retry(Exception):  # noqa: N818 - a handler outcome, not an error of pgque
         self.in_s = in_s
 
 
-class Permanent(Exception):  # noqa: N818
+class Permanent(Exception):
     """Fail this task for good: retrying cannot help (bad input, a refused request...)."""

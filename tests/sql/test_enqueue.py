@@ -72,9 +72,7 @@ async def test_oversize_payload_is_rejected(dsn: str) -> None:
 async def test_idempotent_enqueue_returns_the_existing_task(queue: Queue) -> None:
     first = await queue.enqueue("email.send", {"to": "a"}, idempotency_key="welcome-42")
     again = await queue.submit(
-        new_task(
-            {"kind": "email.send", "payload": {"to": "a"}, "idempotency_key": "welcome-42"}
-        )
+        new_task({"kind": "email.send", "payload": {"to": "a"}, "idempotency_key": "welcome-42"})
     )
     assert again.replayed
     assert again.task.id == first.id
@@ -115,9 +113,7 @@ async def test_racing_producers_create_exactly_one_task(dsn: str, settings: Sett
         async def produce(q: Queue) -> Any:
             await gate.wait()
             return await q.submit(
-                new_task(
-                    {"kind": "race", "payload": {"n": 1}, "idempotency_key": "the-one"}
-                )
+                new_task({"kind": "race", "payload": {"n": 1}, "idempotency_key": "the-one"})
             )
 
         racers = [asyncio.create_task(produce(q)) for q in queues]
@@ -169,13 +165,17 @@ async def test_enqueue_many_is_all_or_nothing(queue: Queue) -> None:
 async def test_plain_sql_insert_and_enqueue_function(
     queue: Queue, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    await conn.execute("INSERT INTO pgqueue.tasks (kind, payload) VALUES ('from.psql', '{\"a\": 1}')")
+    await conn.execute(
+        "INSERT INTO pgqueue.tasks (kind, payload) VALUES ('from.psql', '{\"a\": 1}')"
+    )
     cur = await conn.execute(
         "SELECT id, status FROM pgqueue.enqueue('from.fn', '{}', priority => 3, idempotency_key => 'x')"
     )
     row = await cur.fetchone()
     assert row is not None and row[1] == "pending"
-    cur = await conn.execute("SELECT id FROM pgqueue.enqueue('from.fn', '{}', priority => 3, idempotency_key => 'x')")
+    cur = await conn.execute(
+        "SELECT id FROM pgqueue.enqueue('from.fn', '{}', priority => 3, idempotency_key => 'x')"
+    )
     assert await cur.fetchone() == (row[0],)
     with pytest.raises(psycopg.errors.UniqueViolation, match="idempotency key"):
         await conn.execute("SELECT pgqueue.enqueue('other.kind', '{}', idempotency_key => 'x')")

@@ -34,7 +34,9 @@ async def test_three_processes_complete_each_task_exactly_once(
     dsn: str, queue: Queue, executions: psycopg.AsyncConnection[Any]
 ) -> None:
     settings = fast_settings(dsn)
-    procs = [worker_process(settings, "tests.worker.apps:app", "--concurrency", "20") for _ in range(3)]
+    procs = [
+        worker_process(settings, "tests.worker.apps:app", "--concurrency", "20") for _ in range(3)
+    ]
     try:
         await queue.enqueue_many([{"kind": "record", "payload": {"i": i}} for i in range(1000)])
         await wait_for(lambda: _all_done(executions, 1000), timeout=90, what="1,000 completions")
@@ -45,7 +47,9 @@ async def test_three_processes_complete_each_task_exactly_once(
     assert codes == [0, 0, 0]
     assert await _count(executions, "SELECT count(*) FROM executions") == 1000
     assert await _count(executions, "SELECT count(DISTINCT task_id) FROM executions") == 1000
-    assert await _count(executions, "SELECT count(DISTINCT pid) FROM executions") == 3  # all took part
+    assert (
+        await _count(executions, "SELECT count(DISTINCT pid) FROM executions") == 3
+    )  # all took part
     assert await _count(executions, "SELECT count(*) FROM pgqueue.workers") == 0  # all signed off
 
 
@@ -109,7 +113,9 @@ async def test_lost_connections_under_load_lose_nothing(
 ) -> None:
     """Kill every worker connection to the database, repeatedly, while 500 tasks drain."""
     settings = fast_settings(dsn, stall_s=3.0)
-    procs = [worker_process(settings, "tests.worker.apps:app", "--concurrency", "10") for _ in range(2)]
+    procs = [
+        worker_process(settings, "tests.worker.apps:app", "--concurrency", "10") for _ in range(2)
+    ]
     try:
         await queue.enqueue_many([{"kind": "record", "payload": {"i": i}} for i in range(500)])
         for _ in range(5):
@@ -127,4 +133,7 @@ async def test_lost_connections_under_load_lose_nothing(
     assert codes == [0, 0]
     assert await _count(executions, "SELECT count(DISTINCT task_id) FROM executions") == 500
     # at-least-once: a task whose completion was lost with its connection may have run again
-    assert await _count(executions, "SELECT count(*) FROM pgqueue.tasks WHERE status <> 'completed'") == 0
+    assert (
+        await _count(executions, "SELECT count(*) FROM pgqueue.tasks WHERE status <> 'completed'")
+        == 0
+    )

@@ -19,7 +19,7 @@ app = pgqueue.App()
 started: dict[str, asyncio.Event] = {}
 
 
-class Unfixable(Exception):
+class UnfixableError(Exception):
     pass
 
 
@@ -43,9 +43,9 @@ async def permanent(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
     raise pgqueue.Permanent("bad address")
 
 
-@app.task("listed", permanent=[Unfixable])
+@app.task("listed", permanent=[UnfixableError])
 async def listed(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
-    raise Unfixable("declared permanent by the handler")
+    raise UnfixableError("declared permanent by the handler")
 
 
 @app.task("snooze")
@@ -93,7 +93,10 @@ async def test_handler_result_progress_and_usage_are_recorded(queue: Queue, fast
     assert done.usage == {"input_tokens": 1200, "output_tokens": 300, "cost": 0.004}
     assert done.worker_id is None and done.completed_at is not None
     assert [e.event for e in await queue.events(task.id)] == [
-        "created", "started", "progress", "completed"
+        "created",
+        "started",
+        "progress",
+        "completed",
     ]
 
 
