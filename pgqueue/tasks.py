@@ -60,7 +60,7 @@ class Usage(msgspec.Struct, frozen=True):
     cost: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
-class Task(msgspec.Struct, frozen=True, kw_only=True):
+class Task(msgspec.Struct, frozen=True):
     """One row of ``pgqueue.tasks`` (SPEC §1). Times come from the database clock."""
 
     id: TaskId
