@@ -195,14 +195,14 @@ async def test_cancel_pending_and_running(queue: Queue, fast: Settings) -> None:
     async with running_worker(app, fast):
         task = await queue.enqueue("block", {"name": "cancel-me"})
         await wait_for(lambda: _status(queue, task.id, Status.RUNNING), what="start")
-        asked = time.monotonic()
         flagged = await queue.cancel(task.id)
         assert flagged.cancel_requested and flagged.status is Status.RUNNING
         done = await queue.wait(task.id, timeout_s=10)
-        assert time.monotonic() - asked < 1.0  # told through NOTIFY, not a poll
     assert done.status is Status.CANCELLED
-    events = [e.event for e in await queue.events(task.id)]
-    assert events[-2:] == ["cancel_requested", "cancelled"]
+    events = await queue.events(task.id)
+    assert [e.event for e in events[-2:]] == ["cancel_requested", "cancelled"]
+    # told through NOTIFY, not the heartbeat poll: stopped well within a second (database clock)
+    assert (events[-1].at - events[-2].at).total_seconds() < 1.0
 
 
 async def test_wakeup_within_a_second_of_a_plain_sql_insert(
@@ -211,11 +211,9 @@ async def test_wakeup_within_a_second_of_a_plain_sql_insert(
     settings = fast_settings(fast.dsn, poll_s=30.0)  # a poll cannot be what wakes it
     async with running_worker(app, settings):
         await asyncio.sleep(0.2)  # let the worker go idle
-        inserted = time.monotonic()
         await conn.execute("INSERT INTO pgqueue.tasks (kind, payload) VALUES ('echo', '{}')")
         task = (await queue.list()).items[0]
         done = await queue.wait(task.id, timeout_s=10)
-        assert time.monotonic() - inserted < 1.0
     assert done.status is Status.COMPLETED
     assert done.started_at is not None
     assert (done.started_at - done.created_at).total_seconds() < 1.0
