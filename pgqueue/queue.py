@@ -13,7 +13,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 import psycopg
@@ -29,6 +29,9 @@ from pgqueue.events import EVENTS
 from pgqueue.settings import Settings
 from pgqueue.tasks import Event, NewTask, Status, Task, TaskId
 from pgqueue.watch import TaskWatcher
+
+if TYPE_CHECKING:
+    from pgqueue.worker.handlers import App
 
 _UNSET: Any = object()
 _LIST_LIMIT_MAX = 500
@@ -63,7 +66,8 @@ class Queue:
 
     Pass ``pool`` (and ``listener``) to share them with the rest of a process, as the HTTP
     server does; otherwise the Queue opens its own pool and, on the first ``wait``, its own
-    LISTEN connection.
+    LISTEN connection. Pass ``app`` to apply its handlers' defaults (``@app.task(queue=...,
+    max_retries=..., timeout_s=...)``) to the fields a producer does not set.
     """
 
     def __init__(
@@ -73,8 +77,10 @@ class Queue:
         settings: Settings | None = None,
         pool: AsyncConnectionPool | None = None,
         listener: Listener | None = None,
+        app: App | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self.app = app
         self._dsn = dsn or self.settings.dsn
         if pool is None and not self._dsn:
             raise InvalidInput("dsn", "no database: pass a DSN or set PGQUEUE_DSN")
@@ -119,7 +125,14 @@ class Queue:
         body = {"kind": kind, **fields}
         if payload is not _UNSET:
             body["payload"] = payload
-        return (await self.submit(new_task(body), conn=conn)).task
+        return (await self.submit(self.new_task(body), conn=conn)).task
+
+    def new_task(self, fields: Mapping[str, Any]) -> NewTask:
+        """Validate producer input, with the App's handler defaults for fields not given."""
+        handler = self.app.handlers.get(fields.get("kind", "")) if self.app else None
+        if handler is not None:
+            fields = {**handler.enqueue_defaults(), **fields}
+        return new_task(fields)
 
     async def submit(
         self, task: NewTask, *, conn: psycopg.AsyncConnection[Any] | None = None
@@ -152,7 +165,7 @@ class Queue:
 
         Tasks whose idempotency key is taken come back as the existing tasks.
         """
-        batch = [t if isinstance(t, NewTask) else new_task(t) for t in tasks]
+        batch = [t if isinstance(t, NewTask) else self.new_task(t) for t in tasks]
         if not batch:
             return []
         rows = [self._batch_row(t, i) for i, t in enumerate(batch)]

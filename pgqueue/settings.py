@@ -28,7 +28,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1024 * 1024
     retention_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0  # 0 keeps finished tasks forever
     poll_s: Seconds = 5.0  # fallback poll when no NOTIFY arrives
-    reap_s: Seconds = 5.0  # how often each process runs the reaper
+    # How often each process runs the reaper. stall_s + reap_s bounds how long a crashed
+    # worker's task waits (40 s < the 60 s SPEC promise); 10 s keeps an idle process quiet.
+    reap_s: Seconds = 10.0
     backoff_base_s: Seconds = 1.0
     backoff_max_s: Seconds = 300.0
     pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10

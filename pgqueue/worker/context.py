@@ -40,6 +40,9 @@ class Context:
         self.cancel_requested = False
         self.exit_code: int | None = None  # set by command tasks; recorded with the outcome
         self.log = logging.getLogger(f"pgqueue.task.{task.kind}")
+        self._loop = asyncio.get_running_loop()
+        # The asyncio task running this attempt: a cancel seen in a progress answer stops it.
+        self._attempt = asyncio.current_task()
 
     @property
     def task_id(self) -> TaskId:
@@ -98,10 +101,22 @@ class Context:
         """Enqueue a child task (its ``parent_id`` is this task, its owner this task's owner)."""
         return await self._reporter.enqueue_child(self.task, kind, payload, fields)
 
+    # Sync handlers run in a worker thread: these block that thread, not the event loop.
+
+    def progress_sync(
+        self, percent: float | None = None, message: str | None = None, data: Any = None
+    ) -> None:
+        """``progress`` for sync handlers (call from the handler's thread)."""
+        asyncio.run_coroutine_threadsafe(self.progress(percent, message, data), self._loop).result()
+
+    def checkpoint_sync(self, token: str, data: Any = None) -> None:
+        """``checkpoint`` for sync handlers (call from the handler's thread)."""
+        asyncio.run_coroutine_threadsafe(self.checkpoint(token, data), self._loop).result()
+
     def _note_cancel(self, requested: bool) -> None:
         if requested and not self.cancel_requested:
             self.cancel_requested = True
-            current = asyncio.current_task()
-            if current is not None:
-                # Stop the handler where it stands; the worker records 'cancelled'.
-                current.cancel("cancel requested")
+            if self._attempt is not None:
+                # Stop the handler where it stands; the worker records 'cancelled'. (A sync
+                # handler's thread cannot be interrupted: its result is simply not recorded.)
+                self._attempt.cancel("cancel requested")

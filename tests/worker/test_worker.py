@@ -262,3 +262,35 @@ async def test_workers_only_claim_kinds_they_handle(queue: Queue, fast: Settings
 async def _status(queue: Queue, task_id: Any, status: Status, attempts: int | None = None) -> bool:
     task = await queue.get(task_id)
     return task.status is status and (attempts is None or task.attempts == attempts)
+
+
+@app.task("sync.progress")
+def sync_progress(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    ctx.progress_sync(40, "from a thread")
+    ctx.checkpoint_sync("t", {"n": 1})
+    return "ok"
+
+
+async def test_sync_handlers_report_progress_and_checkpoints(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        task = await queue.enqueue("sync.progress")
+        done = await queue.wait(task.id, timeout_s=10)
+    assert done.result == "ok"
+    assert done.progress == {"percent": 40, "message": "from a thread"}
+    assert done.checkpoint is not None and done.checkpoint["data"] == {"n": 1}
+
+
+async def test_queue_applies_the_handlers_defaults(dsn: str) -> None:
+    defaults = pgqueue.App()
+
+    @defaults.task("mail", queue="emails", max_retries=7, timeout_s=12)
+    async def mail(ctx: pgqueue.Context, payload: Any) -> None:
+        return None
+
+    async with Queue(settings=Settings.from_env({}, dsn=dsn), app=defaults) as q:
+        task = await q.enqueue("mail", {"to": "x"})
+        explicit = await q.enqueue("mail", {"to": "y"}, queue="urgent", max_retries=1)
+        (batched,) = await q.enqueue_many([{"kind": "mail"}])
+    assert (task.queue, task.max_retries, task.timeout_s) == ("emails", 7, 12)
+    assert (explicit.queue, explicit.max_retries) == ("urgent", 1)
+    assert batched.queue == "emails"
