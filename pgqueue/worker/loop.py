@@ -249,6 +249,10 @@ class Worker:
                 await job()
             except psycopg.OperationalError as exc:
                 log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
+            except psycopg.Error:
+                # Keep heartbeating and reaping whatever one round's error was: stopping
+                # silently would get every running task of this worker reaped.
+                log.exception("%s failed", getattr(job, "__name__", job))
 
     async def _heartbeat(self) -> None:
         answer = await heartbeat.beat(

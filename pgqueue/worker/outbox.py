@@ -75,8 +75,32 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            except psycopg.Error:
+                # The database refused the batch itself (say, a result jsonb cannot store):
+                # record one by one so only the culprit is affected.
+                await self._flush_one_by_one(batch)
             if not self._pending:
                 self._idle.set()
+
+    async def _flush_one_by_one(self, batch: list[tuple[Task, Outcome]]) -> None:
+        for task, outcome in batch:
+            try:
+                await self._flush([(task, outcome)])
+            except psycopg.OperationalError:
+                self._pending.append((task, outcome))  # the connection, not the row: retry
+                self._ready.set()
+            except psycopg.Error as exc:
+                log.warning("task %s: its outcome cannot be stored (%s); failing it", task.id, exc)
+                error = {
+                    "type": "unrecordable_outcome",
+                    "message": f"the database refused the outcome: {exc}",
+                    "retryable": False,
+                }
+                failed = Failed(error=error, retryable=False, usage=outcome.usage)
+                try:
+                    await self._flush([(task, failed)])
+                except psycopg.Error:
+                    log.exception("task %s: not even its failure could be recorded", task.id)
 
     async def _flush(self, batch: list[tuple[Task, Outcome]]) -> None:
         completed = [(t, o) for t, o in batch if isinstance(o, Completed)]

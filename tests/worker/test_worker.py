@@ -294,3 +294,19 @@ async def test_queue_applies_the_handlers_defaults(dsn: str) -> None:
     assert (task.queue, task.max_retries, task.timeout_s) == ("emails", 7, 12)
     assert (explicit.queue, explicit.max_retries) == ("urgent", 1)
     assert batched.queue == "emails"
+
+
+@app.task("nul")
+async def nul(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    return "a\u0000b"  # valid JSON, refused by jsonb
+
+
+async def test_an_unstorable_result_fails_only_its_task(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast):
+        bad = await queue.enqueue("nul")
+        good = await queue.enqueue("echo", {"ok": True})
+        failed = await queue.wait(bad.id, timeout_s=10)
+        done = await queue.wait(good.id, timeout_s=10)
+    assert failed.status is Status.FAILED
+    assert failed.error is not None and failed.error["type"] == "unrecordable_outcome"
+    assert done.status is Status.COMPLETED
