@@ -74,6 +74,12 @@ COMMENT ON TABLE pgqueue.tasks IS 'One row per task; see docs/state-machine.md f
 CREATE INDEX tasks_claim_idx ON pgqueue.tasks (queue, priority DESC, run_at, seq)
     WHERE status = 'pending';
 
+-- "When is the next future task due?" — asked by an idle worker so it can sleep until then.
+-- Only rows scheduled later than their creation (delays, retry backoff) enter it, so the
+-- common due-now enqueue pays nothing for it.
+CREATE INDEX tasks_scheduled_idx ON pgqueue.tasks (queue, run_at)
+    WHERE status = 'pending' AND run_at > created_at;
+
 -- The reaper and the running views look at running rows only (a few hundred at most).
 -- worker_id, not heartbeat_at, is the key: indexing heartbeat_at would make every heartbeat
 -- a non-HOT update.
