@@ -17,7 +17,7 @@ import msgspec
 from pgqueue.errors import PgQueueError
 
 # Subcommand modules, in the order `pgqueue --help` lists them.
-COMMANDS = ["dev", "migrate", "worker", "enqueue"]
+COMMANDS = ["dev", "migrate", "serve", "worker", "enqueue", "token"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,284 @@
+"""Request and response bodies of the HTTP API: msgspec Structs, bounds in the types.
+
+Inputs forbid unknown fields, so a typo is a 400 naming the field rather than a silently
+ignored option. Tasks go out as ``pgqueue.tasks.Task`` itself (one definition of a task).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from pgqueue.events import EventName
+from pgqueue.tasks import NewTask, QueueName, Status, Task, TaskId
+
+MAX_BATCH = 10_000
+MAX_WAIT_S = 300.0
+MAX_CLAIM_WAIT_S = 30.0
+
+WaitSeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_WAIT_S)]
+Lease = Annotated[str, msgspec.Meta(min_length=3, max_length=300, pattern=r"^\d+:.+$")]
+WorkerName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Input(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every request body: unknown fields are an error."""
+
+
+class Batch(_Input):
+    """``POST /tasks/batch``: up to 10,000 tasks, enqueued in one transaction."""
+
+    tasks: Annotated[list[NewTask], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class UsageIn(_Input):
+    """Tokens and cost of this attempt (added to the task's totals)."""
+
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cost: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+
+class ProgressIn(_Input):
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+    message: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
+    data: Any = None
+
+
+class CheckpointIn(_Input):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    data: Any = None
+
+
+class Claim(_Input):
+    """``POST /tasks/claim``: what a remote worker asks for. ``kinds`` null: any kind."""
+
+    worker_id: WorkerName
+    queues: Annotated[list[QueueName], msgspec.Meta(min_length=1, max_length=100)]
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+    wait_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_CLAIM_WAIT_S)] = 0.0
+    kinds: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    # Shown by GET /workers; optional so a curl user can claim with the four fields of §4.
+    host: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    pid: Annotated[int, msgspec.Meta(ge=0)] = 0
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+    running: Count = 0
+
+
+class LeasedTask(Task, frozen=True):
+    """A claimed task with its lease: send the lease with every heartbeat and outcome."""
+
+    lease: str
+
+
+class Heartbeat(_Input):
+    lease: Lease
+    progress: ProgressIn | None = None
+    checkpoint: CheckpointIn | None = None
+    usage: UsageIn | None = None
+
+
+class HeartbeatAnswer(msgspec.Struct, frozen=True):
+    cancel_requested: bool
+
+
+class Complete(_Input):
+    lease: Lease
+    result: Any = None
+    usage: UsageIn | None = None
+    exit_code: int | None = None
+
+
+class ErrorIn(_Input):
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    message: Annotated[str, msgspec.Meta(max_length=100_000)]
+    traceback: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
+
+
+class Fail(_Input):
+    """A failed attempt. ``error.type == "cancelled"`` records a cancel the worker obeyed."""
+
+    lease: Lease
+    error: ErrorIn
+    retryable: bool = True
+    retry_in_s: Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)] | None = None
+    usage: UsageIn | None = None
+    exit_code: int | None = None
+    # The handler's backoff (a remote worker knows its handlers; the server does not).
+    backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class Release(_Input):
+    """Graceful shutdown of a remote worker: hand the task back without spending an attempt."""
+
+    lease: Lease
+    usage: UsageIn | None = None
+
+
+class TaskPage(msgspec.Struct, frozen=True):
+    items: list[Task]
+    next_cursor: str | None
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    name: str
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    due: int
+    oldest_due_age_s: float
+    completed_last_minute: int
+    paused: bool
+    concurrency_limit: int | None
+
+
+class WorkerStatus(msgspec.Struct, frozen=True):
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    kinds: list[str]
+    concurrency: int
+    running: int
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age_s: float
+
+
+class UserUsage(msgspec.Struct, frozen=True):
+    user_id: str | None
+    tasks: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+class QueueUsage(msgspec.Struct, frozen=True):
+    queue: str
+    tasks: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+class Stats(msgspec.Struct, frozen=True):
+    """Totals by status plus usage (tokens, cost) by user and by queue."""
+
+    tasks: dict[str, int]
+    usage: UserUsage
+    by_user: list[UserUsage]
+    by_queue: list[QueueUsage]
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+    detail: str | None = None
+    schema_version: int | None = None
+    latest_version: int | None = None
+
+
+# -- WebSocket (SPEC §5) ---------------------------------------------------------------
+
+
+class StreamTask(msgspec.Struct, frozen=True):
+    """What the stream shows of a task: everything but the payload (which may be large)."""
+
+    id: TaskId
+    queue: str
+    kind: str
+    status: Status
+    attempts: int
+    max_retries: int
+    priority: int
+    progress: dict[str, Any] | None
+    result: Any
+    error: dict[str, Any] | None
+    usage: dict[str, Any]
+    user_id: str | None
+    parent_id: TaskId | None
+    tags: list[str]
+    worker_id: str | None
+    cancel_requested: bool
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+
+class TaskMessage(msgspec.Struct, frozen=True, tag="task", tag_field="type"):
+    """A change: ``{"type": "task", "event": ..., "task": {...}}``."""
+
+    event: EventName
+    task: StreamTask
+
+
+class StateMessage(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
+    """The current state of a task, sent when a subscription to its id starts."""
+
+    task: StreamTask
+
+
+class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"):
+    """The subscriptions in force after a subscribe/unsubscribe."""
+
+    task_ids: list[TaskId]
+    queues: list[str]
+    all: bool
+
+
+class StreamError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
+    detail: str
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
+    pass
+
+
+class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="type"):
+    pass
+
+
+class StreamOp(_Input):
+    """A client message: ``{"op": "subscribe"|"unsubscribe", "task_ids"|"queues"|"all"}``."""
+
+    op: Annotated[str, msgspec.Meta(pattern="^(subscribe|unsubscribe|ping)$")]
+    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=10_000)] = msgspec.field(
+        default_factory=list
+    )
+    queues: Annotated[list[QueueName], msgspec.Meta(max_length=1000)] = msgspec.field(
+        default_factory=list
+    )
+    all: bool = False
+
+
+def stream_task(task: Task) -> StreamTask:
+    return StreamTask(
+        id=task.id,
+        queue=task.queue,
+        kind=task.kind,
+        status=task.status,
+        attempts=task.attempts,
+        max_retries=task.max_retries,
+        priority=task.priority,
+        progress=task.progress,
+        result=task.result,
+        error=task.error,
+        usage=task.usage,
+        user_id=task.user_id,
+        parent_id=task.parent_id,
+        tags=task.tags,
+        worker_id=task.worker_id,
+        cancel_requested=task.cancel_requested,
+        run_at=task.run_at,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        completed_at=task.completed_at,
+        updated_at=task.updated_at,
+    )

@@ -1,0 +1,52 @@
+"""What one API process shares between requests: pool, listener, Queue, auth, hub, metrics.
+
+Built in the app's lifespan and handed to handlers by dependency injection (``deps``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+
+from pgqueue.api.auth import Authenticator, Principal
+from pgqueue.api.metrics import Metrics
+from pgqueue.api.stream import Hub
+from pgqueue.api.wakeup import WakeupBoard
+from pgqueue.db.listener import Listener
+from pgqueue.queue import Queue
+from pgqueue.settings import Settings
+from psycopg_pool import AsyncConnectionPool
+
+
+class Services:
+    """The process-wide objects; one instance per app, stored as ``app.state.services``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        listener: Listener,
+        auth: Authenticator,
+        metrics: Metrics,
+        hub: Hub,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.listener = listener
+        self.auth = auth
+        self.metrics = metrics
+        self.hub = hub
+        self.queue = Queue(settings=settings, pool=pool, listener=listener)
+        self.wakeups = WakeupBoard(listener)
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def provide_principal(request: Request[Any, Any, Any], state: State) -> Principal:
+    services: Services = state.services
+    return await services.auth.of_connection(request)

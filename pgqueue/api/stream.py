@@ -1,0 +1,321 @@
+"""``WS /ws``: live task updates (SPEC §5), one LISTEN connection per process fanned out here.
+
+The ``Hub`` takes every ``pgqueue_events`` notification from the process's Listener. When
+someone subscribed to the tasks it names, it reads those tasks in ONE query per batch of
+notifications (never one per subscriber), encodes each change ONCE, and offers the bytes to
+each interested subscriber whose principal may read the task (authorization per message).
+
+Each subscriber has a bounded buffer drained by its own sender task. The hub never awaits a
+subscriber: a full buffer closes that connection (code 1013, "try again later"); the client
+reconnects and resubscribes, getting the current state first. So a slow or dead client can
+neither grow memory nor delay anyone else, and the database is never waited on for it.
+Connections are borrowed from the pool only for the batch reads, never held by a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.api.auth import Principal
+from pgqueue.api.schemas import (
+    Ping,
+    Pong,
+    StateMessage,
+    StreamError,
+    StreamOp,
+    Subscribed,
+    TaskMessage,
+    stream_task,
+)
+from pgqueue.db.listener import Listener
+from pgqueue.db.queries import QUERIES
+from pgqueue.db.rows import task_row
+from pgqueue.events import EVENTS, TaskChange, decode_changes
+from pgqueue.tasks import Task, TaskId
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_decode_op = msgspec.json.Decoder(StreamOp)
+
+CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind; reconnect and resubscribe
+CLOSE_UNAUTHORIZED = 4401
+_RESYNC = "__resync__"  # inbox marker: the listener reconnected, notifications were lost
+_MAX_TASK_IDS = 10_000
+
+
+class Subscriber:
+    """One WebSocket's subscriptions and its bounded outgoing buffer."""
+
+    def __init__(self, principal: Principal, buffer: int) -> None:
+        self.principal = principal
+        self.task_ids: set[TaskId] = set()
+        self.queues: set[str] = set()
+        self.all = False
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=buffer)
+        self.too_slow = asyncio.Event()
+
+    def offer(self, message: bytes) -> None:
+        """Queue a message without waiting; a full buffer marks the subscriber as too slow."""
+        if self.too_slow.is_set():
+            return
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.too_slow.set()
+
+    def subscribed(self) -> Subscribed:
+        return Subscribed(task_ids=sorted(self.task_ids), queues=sorted(self.queues), all=self.all)
+
+
+class Hub:
+    """Routes task changes from the Listener to the subscribers of this process."""
+
+    def __init__(
+        self, listener: Listener, pool: AsyncConnectionPool, *, buffer: int = 1000
+    ) -> None:
+        self._pool = pool
+        self._buffer = buffer
+        self._subscribers: set[Subscriber] = set()
+        self._by_task: defaultdict[TaskId, set[Subscriber]] = defaultdict(set)
+        self._by_queue: defaultdict[str, set[Subscriber]] = defaultdict(set)
+        self._all: set[Subscriber] = set()
+        # Payloads waiting for the router. Bounded: if the router cannot keep up, every
+        # subscriber is told to resynchronise rather than memory growing without end.
+        self._inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
+        self._router: asyncio.Task[None] | None = None
+        self.dropped = 0  # subscribers closed for being too slow, for metrics
+        listener.subscribe(EVENTS, self._on_notify)
+        listener.on_reconnect(lambda: self._on_notify(_RESYNC))
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def start(self) -> None:
+        self._router = asyncio.create_task(self._route_forever(), name="pgqueue-ws-hub")
+
+    async def stop(self) -> None:
+        if self._router is not None:
+            self._router.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._router
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def add(self, principal: Principal) -> Subscriber:
+        sub = Subscriber(principal, self._buffer)
+        self._subscribers.add(sub)
+        return sub
+
+    def remove(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+        self._all.discard(sub)
+        for tid in sub.task_ids:
+            self._unindex(self._by_task, tid, sub)
+        for queue in sub.queues:
+            self._unindex(self._by_queue, queue, sub)
+
+    async def subscribe(self, sub: Subscriber, op: StreamOp) -> None:
+        """Start following; for task ids, send their current state (readable ones only)."""
+        if op.all:
+            sub.all = True
+            self._all.add(sub)
+        for queue in op.queues:
+            sub.queues.add(queue)
+            self._by_queue[queue].add(sub)
+        new_ids = [t for t in op.task_ids if t not in sub.task_ids]
+        if len(sub.task_ids) + len(new_ids) > _MAX_TASK_IDS:
+            sub.offer(_encode(StreamError(f"task_ids: at most {_MAX_TASK_IDS} per connection")))
+            return
+        # Index first, read second: a change committed in between is delivered, not missed.
+        for tid in new_ids:
+            sub.task_ids.add(tid)
+            self._by_task[tid].add(sub)
+        if new_ids:
+            found = await self._fetch(new_ids)
+            for tid in new_ids:
+                task = found.get(tid)
+                if task is None or not sub.principal.may_read(task.user_id):
+                    self._forget(sub, tid)
+                    sub.offer(_encode(StreamError(f"task_ids: task {tid} does not exist")))
+                else:
+                    sub.offer(_encode(StateMessage(task=stream_task(task))))
+
+    def unsubscribe(self, sub: Subscriber, op: StreamOp) -> None:
+        if op.all:
+            sub.all = False
+            self._all.discard(sub)
+        for queue in op.queues:
+            sub.queues.discard(queue)
+            self._unindex(self._by_queue, queue, sub)
+        for tid in op.task_ids:
+            self._forget(sub, tid)
+
+    def _forget(self, sub: Subscriber, tid: TaskId) -> None:
+        sub.task_ids.discard(tid)
+        self._unindex(self._by_task, tid, sub)
+
+    @staticmethod
+    def _unindex(index: defaultdict[Any, set[Subscriber]], key: Any, sub: Subscriber) -> None:
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
+
+    # -- routing ------------------------------------------------------------------------
+
+    def _on_notify(self, payload: str) -> None:
+        if not self._subscribers:
+            return  # nobody listens: not even a decode
+        try:
+            self._inbox.put_nowait(payload)
+        except asyncio.QueueFull:
+            log.warning("stream hub is behind by %d notifications; resyncing", self._inbox.qsize())
+            for sub in self._subscribers:
+                sub.too_slow.set()
+
+    async def _route_forever(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while not self._inbox.empty() and len(batch) < 100:
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._route(batch)
+            except Exception:
+                # A failed read (database restart) must not kill the hub: subscribers of
+                # task ids get the current state again on the next resync.
+                log.exception("stream hub failed to route %d notifications", len(batch))
+
+    async def _route(self, payloads: list[str]) -> None:
+        routed: list[tuple[TaskChange, list[Subscriber]]] = []
+        resync = False
+        for payload in payloads:
+            if payload == _RESYNC:
+                resync = True
+                continue
+            for change in decode_changes(payload):
+                subs = self._interested(change)
+                if subs:
+                    routed.append((change, subs))
+        if resync:
+            await self._resync()
+        if not routed:
+            return
+        tasks = await self._fetch({change.task_id for change, _ in routed})
+        for change, subs in routed:
+            task = tasks.get(change.task_id)
+            if task is None:
+                continue  # purged meanwhile
+            view = msgspec.structs.replace(stream_task(task), status=change.status)
+            message = _encode(TaskMessage(event=change.event, task=view))
+            for sub in subs:
+                sub.offer(message)
+
+    def _interested(self, change: TaskChange) -> list[Subscriber]:
+        candidates = self._all.union(
+            self._by_task.get(change.task_id, ()), self._by_queue.get(change.queue, ())
+        )
+        return [s for s in candidates if s.principal.may_read(change.user_id)]
+
+    async def _resync(self) -> None:
+        ids = set(self._by_task)
+        tasks = await self._fetch(ids) if ids else {}
+        for tid, subs in list(self._by_task.items()):
+            task = tasks.get(tid)
+            if task is None:
+                continue
+            message = _encode(StateMessage(task=stream_task(task)))
+            for sub in subs:
+                sub.offer(message)
+
+    async def _fetch(self, ids: Iterable[TaskId]) -> dict[TaskId, Task]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=task_row)
+            await cur.execute(QUERIES["task_get_many"], {"ids": list(ids)})
+            return {t.id: t for t in await cur.fetchall()}
+
+
+# -- the WebSocket endpoint ------------------------------------------------------------
+
+
+@websocket("/ws")
+async def stream(socket: WebSocket[Any, Any, Any]) -> None:
+    """Subscribe with ``{"op": "subscribe", "task_ids"|"queues"|"all"}``; see docs/api.md."""
+    from pgqueue.api.services import Services
+
+    services: Services = socket.app.state.services
+    try:
+        principal = await services.auth.of_connection(socket)
+    except NotAuthorizedException as exc:
+        await socket.accept()
+        await socket.close(code=CLOSE_UNAUTHORIZED, reason=str(exc.detail)[:120])
+        return
+    await socket.accept()
+    hub = services.hub
+    sub = hub.add(principal)
+    services.metrics.ws_subscribers.inc()
+    receiver = asyncio.create_task(_receive(socket, hub, sub))
+    sender = asyncio.create_task(_send(socket, sub, services.settings.heartbeat_s))
+    try:
+        done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and sub.too_slow.is_set():
+            hub.dropped += 1
+            services.metrics.ws_dropped.inc()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    socket.close(code=CLOSE_TOO_SLOW, reason="too slow: resubscribe"), 5
+                )
+    finally:
+        hub.remove(sub)
+        services.metrics.ws_subscribers.dec()
+        for task in (receiver, sender):
+            task.cancel()
+        await asyncio.gather(receiver, sender, return_exceptions=True)
+
+
+async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            raw = await socket.receive_data(mode="text")
+            try:
+                op = _decode_op.decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                sub.offer(_encode(StreamError(f"message: {exc}")))
+                continue
+            if op.op == "ping":
+                sub.offer(_encode(Pong()))
+                continue
+            if op.op == "subscribe":
+                await hub.subscribe(sub, op)
+            else:
+                hub.unsubscribe(sub, op)
+            sub.offer(_encode(sub.subscribed()))
+
+
+async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber, ping_s: float) -> None:
+    """Drain the buffer to the socket; a ping when idle; stop when marked too slow."""
+    too_slow = asyncio.ensure_future(sub.too_slow.wait())
+    try:
+        while not sub.too_slow.is_set():
+            getter = asyncio.ensure_future(sub.outbox.get())
+            done, _ = await asyncio.wait({getter, too_slow}, timeout=ping_s)
+            if getter not in done:
+                getter.cancel()
+                if not done:
+                    await socket.send_text(_encode(Ping()).decode())
+                continue
+            await socket.send_text(getter.result().decode())
+    finally:
+        too_slow.cancel()

@@ -1,0 +1,151 @@
+"""``/tasks``: enqueue, read, list, cancel, retry, events — a thin layer over ``Queue``.
+
+Ownership is the only rule added here: a ``user`` token's tasks are its own (``user_id`` is
+forced to the token's user), and another user's task is a 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from pgqueue.api.auth import Principal, Role
+from pgqueue.api.schemas import MAX_WAIT_S, Batch, TaskPage
+from pgqueue.api.services import Services
+from pgqueue.errors import InvalidInput, NotFound
+from pgqueue.tasks import Event, NewTask, Status, Task
+
+WaitParam = Annotated[
+    float | None,
+    Parameter(query="wait", ge=0, le=MAX_WAIT_S, description="hold until terminal, ≤ 300 s"),
+]
+
+
+def owned(task: Task, principal: Principal) -> Task:
+    """The task if the principal may read it; else NotFound, so ids of others' do not leak."""
+    if not principal.may_read(task.user_id):
+        raise NotFound(f"task {task.id} does not exist")
+    return task
+
+
+async def readable(services: Services, principal: Principal, task_id: str) -> Task:
+    return owned(await services.queue.get(task_id), principal)
+
+
+def _for_principal(task: NewTask, principal: Principal) -> NewTask:
+    if principal.role is Role.USER and task.user_id != principal.user_id:
+        return msgspec.structs.replace(task, user_id=principal.user_id)
+    return task
+
+
+class TasksController(Controller):
+    path = "/tasks"
+    tags = ["tasks"]
+
+    @post("/", status_code=HTTP_201_CREATED, summary="Enqueue a task")
+    async def submit(
+        self,
+        data: NewTask,
+        services: Services,
+        principal: Principal,
+        idempotency_key: Annotated[
+            str | None, Parameter(header="Idempotency-Key", required=False, max_length=255)
+        ] = None,
+        wait: WaitParam = None,
+    ) -> Response[Task]:
+        """201 + the task; 200 + ``Idempotent-Replayed: true`` when the key already exists."""
+        if idempotency_key is not None:
+            if data.idempotency_key not in (None, idempotency_key):
+                raise InvalidInput(
+                    "idempotency_key", "the Idempotency-Key header and the body field differ"
+                )
+            data = msgspec.structs.replace(data, idempotency_key=idempotency_key)
+        enqueued = await services.queue.submit(_for_principal(data, principal))
+        task = enqueued.task
+        if not enqueued.replayed:
+            services.metrics.enqueued.inc()
+        if wait:
+            task = await services.queue.wait(task.id, timeout_s=wait)
+        if enqueued.replayed:
+            return Response(task, status_code=HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
+        return Response(task, status_code=HTTP_201_CREATED)
+
+    @post("/batch", status_code=HTTP_201_CREATED, summary="Enqueue up to 10,000 tasks at once")
+    async def submit_batch(
+        self, data: Batch, services: Services, principal: Principal
+    ) -> list[Task]:
+        """One statement, one transaction: all are enqueued or none is. Input order kept."""
+        tasks = [_for_principal(t, principal) for t in data.tasks]
+        created = await services.queue.enqueue_many(tasks)
+        services.metrics.enqueued.inc(len(created))
+        return created
+
+    @get("/{task_id:str}", summary="Get a task")
+    async def get_task(
+        self, task_id: str, services: Services, principal: Principal, wait: WaitParam = None
+    ) -> Task:
+        task = await readable(services, principal, task_id)
+        if wait and not task.status.terminal:
+            task = await services.queue.wait(task.id, timeout_s=wait)
+        return task
+
+    @get("/", summary="List tasks, newest first (keyset pagination)")
+    async def list_tasks(
+        self,
+        services: Services,
+        principal: Principal,
+        status: Status | None = None,
+        queue: Annotated[str | None, Parameter(max_length=64)] = None,
+        kind: Annotated[str | None, Parameter(max_length=128)] = None,
+        tag: Annotated[str | None, Parameter(max_length=128)] = None,
+        user_id: Annotated[str | None, Parameter(max_length=128)] = None,
+        parent_id: uuid.UUID | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+        cursor: Annotated[str | None, Parameter(max_length=20)] = None,
+    ) -> TaskPage:
+        """``user_id`` filters for admins and workers; a user always lists their own."""
+        if not principal.sees_all:
+            if user_id not in (None, principal.user_id):
+                raise InvalidInput("user_id", "a user token lists its own tasks only")
+            user_id = principal.user_id
+        page = await services.queue.list(
+            status=status,
+            queue=queue,
+            kind=kind,
+            tag=tag,
+            user_id=user_id,
+            parent_id=parent_id,
+            limit=limit,
+            cursor=cursor,
+        )
+        return TaskPage(items=page.items, next_cursor=page.next_cursor)
+
+    @post("/{task_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel a task")
+    async def cancel(self, task_id: str, services: Services, principal: Principal) -> Task:
+        """Pending: cancelled now. Running: cancel requested, its worker stops it. Else 409."""
+        task = await readable(services, principal, task_id)
+        _may_act(task, principal)
+        return await services.queue.cancel(task.id)
+
+    @post("/{task_id:str}/retry", status_code=HTTP_200_OK, summary="Retry a task by hand")
+    async def retry(self, task_id: str, services: Services, principal: Principal) -> Task:
+        """A failed or cancelled task back to pending, checkpoint kept. Else 409."""
+        task = await readable(services, principal, task_id)
+        _may_act(task, principal)
+        return await services.queue.retry(task.id)
+
+    @get("/{task_id:str}/events", summary="A task's audit trail, oldest first")
+    async def events(self, task_id: str, services: Services, principal: Principal) -> list[Event]:
+        task = await readable(services, principal, task_id)
+        return await services.queue.events(task.id)
+
+
+def _may_act(task: Task, principal: Principal) -> None:
+    if not principal.may_act_on(task.user_id):
+        raise PermissionDeniedException(f"role: a {principal.role} token cannot change tasks")

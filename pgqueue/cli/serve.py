@@ -1,0 +1,101 @@
+"""``pgqueue serve``: the HTTP/WebSocket API under uvicorn, one or several processes.
+
+Refuses to start without auth: it needs at least one live token in ``pgqueue.api_tokens``
+(``pgqueue token create``), unless ``--insecure`` says every caller may do everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.db.migrate import current_version, latest_version
+from pgqueue.db.pool import connect
+from pgqueue.db.queries import QUERIES
+from pgqueue.errors import InvalidInput
+from pgqueue.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help="serve the HTTP and WebSocket API"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument(
+        "--insecure", action="store_true", help="no auth: every caller is an admin (dev only)"
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    add_settings_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if not settings.dsn:
+        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    if args.workers < 1:
+        raise InvalidInput("workers", f"must be >= 1, got {args.workers}")
+    version, tokens = asyncio.run(_check(settings))
+    if version < latest_version():
+        print(
+            f"pgqueue serve: schema at migration {version}, latest is {latest_version()}: "
+            "run `pgqueue migrate` first",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.insecure and tokens == 0:
+        print(
+            "pgqueue serve: refusing to start without auth: no API token exists.\n"
+            "  create one:  pgqueue token create --user admin --role admin\n"
+            "  or run without auth (every caller is an admin):  pgqueue serve --insecure",
+            file=sys.stderr,
+        )
+        return 2
+    import uvicorn
+
+    # Each uvicorn process builds its app from the environment (--workers forks/spawns).
+    for name, value in _as_env(settings).items():
+        os.environ[name] = value
+    os.environ["PGQUEUE_INSECURE"] = "1" if args.insecure else "0"
+    mode = "WITHOUT AUTH (--insecure)" if args.insecure else "with token auth"
+    print(
+        f"pgqueue serve: http://{settings.host}:{settings.port} {mode}, "
+        f"{args.workers} process(es); OpenAPI at /schema/openapi.json",
+        flush=True,
+    )
+    uvicorn.run(
+        "pgqueue.api.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        access_log=args.access_log,
+        log_level="warning",
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+    )
+    return 0
+
+
+async def _check(settings: Settings) -> tuple[int, int]:
+    conn = await connect(settings.dsn)
+    async with conn:
+        version = await current_version(conn)
+        if version < latest_version():
+            return version, 0
+        cur = await conn.execute(QUERIES["api_token_count_live"])
+        row = await cur.fetchone()
+    return version, int(row[0]) if row else 0
+
+
+def _as_env(settings: Settings) -> dict[str, str]:
+    import msgspec
+
+    return {
+        f"PGQUEUE_{name.upper()}": str(value)
+        for name, value in msgspec.structs.asdict(settings).items()
+    }

@@ -1,0 +1,85 @@
+"""``pgqueue token create|list|revoke``: API bearer tokens (stored hashed, shown once)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+
+from pgqueue.api.auth import Role, TokenInfo, new_token, token_hash
+from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.db.pool import connect
+from pgqueue.db.queries import QUERIES
+from pgqueue.errors import InvalidInput, NotFound
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "token", help="create, list or revoke API tokens"
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="make a token; it is printed once, on the last line")
+    create.add_argument("--user", required=True, help="the user the token acts as")
+    create.add_argument(
+        "--role", default="user", choices=[r.value for r in Role], help="default: user"
+    )
+    create.add_argument("--note", help="what the token is for")
+    actions.add_parser("list", help="all tokens (never the secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a token by id or prefix")
+    revoke.add_argument("ref", help="the id or prefix shown by `pgqueue token list`")
+    for sub in actions.choices.values():
+        add_settings_flags(sub, "dsn")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if not settings.dsn:
+        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    return asyncio.run(_run(settings.dsn, args))
+
+
+async def _run(dsn: str, args: argparse.Namespace) -> int:
+    conn = await connect(dsn)
+    async with conn:
+        if args.action == "create":
+            token = new_token()
+            cur = await conn.execute(
+                QUERIES["api_token_insert"],
+                {
+                    "token_hash": token_hash(token),
+                    "prefix": token[:10],
+                    "user_id": args.user,
+                    "role": args.role,
+                    "note": args.note,
+                },
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            info = TokenInfo(*row)
+            print(f"token {info.id} ({info.prefix}…) for user {info.user_id}, role {info.role}")
+            print("store it now: it is not shown again")
+            print(token)
+            return 0
+        if args.action == "list":
+            cur = await conn.execute(QUERIES["api_token_list"])
+            for row in await cur.fetchall():
+                info = TokenInfo(*row)
+                state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
+                used = f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "never"
+                print(
+                    f"{info.id:>5}  {info.prefix}…  {info.user_id:<20} {info.role:<7} "
+                    f"{state:<24} used {used}  {info.note or ''}"
+                )
+            return 0
+        cur = await conn.execute(QUERIES["api_token_revoke"], {"ref": args.ref})
+        rows = await cur.fetchall()
+        if not rows:
+            raise NotFound(f"no live token with id or prefix {args.ref!r}")
+        for row in rows:
+            info = TokenInfo(*row)
+            print(f"revoked token {info.id} ({info.prefix}…) of {info.user_id}")
+        return 0
+
+
