@@ -8,7 +8,7 @@ from litestar import Controller, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from pgqueue.api.schemas import Health
-from pgqueue.api.services import Services
+from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.db.migrate import current_version, latest_version
 
 READY_TIMEOUT_S = 2.0
@@ -23,7 +23,7 @@ class HealthController(Controller):
         return Health(status="ok")
 
     @get("/readyz", summary="Database reachable and schema at the latest migration")
-    async def readyz(self, services: Services) -> Response[Health]:
+    async def readyz(self, services: ServicesDep) -> Response[Health]:
         latest = latest_version()
         try:
             async with services.pool.connection(timeout=READY_TIMEOUT_S) as conn:
@@ -50,6 +50,6 @@ class HealthController(Controller):
         )
 
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-    async def metrics(self, services: Services) -> bytes:
+    async def metrics(self, services: ServicesDep) -> bytes:
         services.metrics.ws_subscribers.set(services.hub.subscriber_count)
         return await services.metrics.render(services.pool)

@@ -10,7 +10,7 @@ from litestar import Controller, get
 
 from pgqueue.api.auth import Principal
 from pgqueue.api.schemas import QueueStats, QueueUsage, Stats, UserUsage
-from pgqueue.api.services import Services
+from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.db.queries import QUERIES
 
 
@@ -18,14 +18,14 @@ class QueuesController(Controller):
     tags = ["operations"]
 
     @get("/queues", summary="Per-queue counts, backlog age and throughput")
-    async def queues(self, services: Services, principal: Principal) -> list[QueueStats]:
+    async def queues(self, services: ServicesDep, principal: PrincipalDep) -> list[QueueStats]:
         async with services.pool.connection() as conn:
             cur = await conn.execute(QUERIES["stats_queues"])
             rows = await cur.fetchall()
         return [QueueStats(*row) for row in rows]
 
     @get("/stats", summary="Totals and usage (tokens, cost) by user and by queue")
-    async def stats(self, services: Services, principal: Principal) -> Stats:
+    async def stats(self, services: ServicesDep, principal: PrincipalDep) -> Stats:
         only = None if principal.sees_all else principal.user_id
         async with services.pool.connection() as conn, conn.transaction():
             # One snapshot for all three reads: the totals add up.

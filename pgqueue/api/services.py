@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from pgqueue.api.auth import Authenticator, Principal
 from pgqueue.api.metrics import Metrics
@@ -50,3 +51,8 @@ def provide_services(state: State) -> Services:
 async def provide_principal(request: Request[Any, Any, Any], state: State) -> Principal:
     services: Services = state.services
     return await services.auth.of_connection(request)
+
+
+# Handler parameters: explicitly marked as injected (Litestar 3 no longer infers them).
+ServicesDep = NamedDependency[Services]
+PrincipalDep = NamedDependency[Principal]

@@ -12,22 +12,22 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.exceptions import PermissionDeniedException
-from litestar.params import Parameter
+from litestar.params import JSONBody, FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from pgqueue.api.auth import Principal, Role
 from pgqueue.api.schemas import MAX_WAIT_S, Batch, TaskPage
-from pgqueue.api.services import Services
+from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.tasks import Event, NewTask, Status, Task
 
 WaitParam = Annotated[
     float | None,
-    Parameter(query="wait", ge=0, le=MAX_WAIT_S, description="hold until terminal, ≤ 300 s"),
+    QueryParameter(ge=0, le=MAX_WAIT_S, description="hold until terminal, ≤ 300 s"),
 ]
 
 
-def owned(task: Task, principal: Principal) -> Task:
+def owned(task: Task, principal: PrincipalDep) -> Task:
     """The task if the principal may read it; else NotFound, so ids of others' do not leak."""
     if not principal.may_read(task.user_id):
         raise NotFound(f"task {task.id} does not exist")
@@ -38,7 +38,7 @@ async def readable(services: Services, principal: Principal, task_id: str) -> Ta
     return owned(await services.queue.get(task_id), principal)
 
 
-def _for_principal(task: NewTask, principal: Principal) -> NewTask:
+def _for_principal(task: NewTask, principal: PrincipalDep) -> NewTask:
     if principal.role is Role.USER and task.user_id != principal.user_id:
         return msgspec.structs.replace(task, user_id=principal.user_id)
     return task
@@ -51,11 +51,11 @@ class TasksController(Controller):
     @post("/", status_code=HTTP_201_CREATED, summary="Enqueue a task")
     async def submit(
         self,
-        data: NewTask,
-        services: Services,
-        principal: Principal,
+        data: JSONBody[NewTask],
+        services: ServicesDep,
+        principal: PrincipalDep,
         idempotency_key: Annotated[
-            str | None, Parameter(header="Idempotency-Key", required=False, max_length=255)
+            str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
         wait: WaitParam = None,
     ) -> Response[Task]:
@@ -78,7 +78,7 @@ class TasksController(Controller):
 
     @post("/batch", status_code=HTTP_201_CREATED, summary="Enqueue up to 10,000 tasks at once")
     async def submit_batch(
-        self, data: Batch, services: Services, principal: Principal
+        self, data: JSONBody[Batch], services: ServicesDep, principal: PrincipalDep
     ) -> list[Task]:
         """One statement, one transaction: all are enqueued or none is. Input order kept."""
         tasks = [_for_principal(t, principal) for t in data.tasks]
@@ -88,7 +88,7 @@ class TasksController(Controller):
 
     @get("/{task_id:str}", summary="Get a task")
     async def get_task(
-        self, task_id: str, services: Services, principal: Principal, wait: WaitParam = None
+        self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep, wait: WaitParam = None
     ) -> Task:
         task = await readable(services, principal, task_id)
         if wait and not task.status.terminal:
@@ -98,16 +98,16 @@ class TasksController(Controller):
     @get("/", summary="List tasks, newest first (keyset pagination)")
     async def list_tasks(
         self,
-        services: Services,
-        principal: Principal,
-        status: Status | None = None,
-        queue: Annotated[str | None, Parameter(max_length=64)] = None,
-        kind: Annotated[str | None, Parameter(max_length=128)] = None,
-        tag: Annotated[str | None, Parameter(max_length=128)] = None,
-        user_id: Annotated[str | None, Parameter(max_length=128)] = None,
-        parent_id: uuid.UUID | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-        cursor: Annotated[str | None, Parameter(max_length=20)] = None,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        status: FromQuery[Status | None] = None,
+        queue: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        kind: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        tag: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        user_id: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        parent_id: FromQuery[uuid.UUID | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        cursor: Annotated[str | None, QueryParameter(max_length=20)] = None,
     ) -> TaskPage:
         """``user_id`` filters for admins and workers; a user always lists their own."""
         if not principal.sees_all:
@@ -127,25 +127,25 @@ class TasksController(Controller):
         return TaskPage(items=page.items, next_cursor=page.next_cursor)
 
     @post("/{task_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel a task")
-    async def cancel(self, task_id: str, services: Services, principal: Principal) -> Task:
+    async def cancel(self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep) -> Task:
         """Pending: cancelled now. Running: cancel requested, its worker stops it. Else 409."""
         task = await readable(services, principal, task_id)
         _may_act(task, principal)
         return await services.queue.cancel(task.id)
 
     @post("/{task_id:str}/retry", status_code=HTTP_200_OK, summary="Retry a task by hand")
-    async def retry(self, task_id: str, services: Services, principal: Principal) -> Task:
+    async def retry(self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep) -> Task:
         """A failed or cancelled task back to pending, checkpoint kept. Else 409."""
         task = await readable(services, principal, task_id)
         _may_act(task, principal)
         return await services.queue.retry(task.id)
 
     @get("/{task_id:str}/events", summary="A task's audit trail, oldest first")
-    async def events(self, task_id: str, services: Services, principal: Principal) -> list[Event]:
+    async def events(self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep) -> list[Event]:
         task = await readable(services, principal, task_id)
         return await services.queue.events(task.id)
 
 
-def _may_act(task: Task, principal: Principal) -> None:
+def _may_act(task: Task, principal: PrincipalDep) -> None:
     if not principal.may_act_on(task.user_id):
         raise PermissionDeniedException(f"role: a {principal.role} token cannot change tasks")

@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.params import JSONBody, FromPath
 from litestar.status_codes import HTTP_200_OK
 
 from pgqueue.api.auth import Principal, Role, require
@@ -29,7 +30,7 @@ from pgqueue.api.schemas import (
     UsageIn,
     WorkerStatus,
 )
-from pgqueue.api.services import Services
+from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.errors import InvalidInput, NotFound, PayloadTooLarge, StaleLease
@@ -79,7 +80,7 @@ class WorkersController(Controller):
 
     @post("/tasks/claim", status_code=HTTP_200_OK, summary="Claim due tasks (remote worker)")
     async def claim(
-        self, data: Claim, request: Request[Any, Any, Any], services: Services, principal: Principal
+        self, data: JSONBody[Claim], request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep
     ) -> list[LeasedTask]:
         """Up to ``limit`` tasks, each with its lease; waits up to ``wait_s`` for one to be due.
 
@@ -108,7 +109,7 @@ class WorkersController(Controller):
                 services.metrics.claim_wait.observe(max(wait, 0.0))
         return [LeasedTask(**msgspec.structs.asdict(t), lease=t.lease) for t in claimed]
 
-    async def _claim_once(self, data: Claim, services: Services) -> list[Task]:
+    async def _claim_once(self, data: JSONBody[Claim], services: ServicesDep) -> list[Task]:
         async with services.pool.connection() as conn:
             cur = conn.cursor(row_factory=task_row)
             await cur.execute(
@@ -123,7 +124,7 @@ class WorkersController(Controller):
             return await cur.fetchall()
 
     async def _register(
-        self, data: Claim, request: Request[Any, Any, Any], services: Services
+        self, data: JSONBody[Claim], request: Request[Any, Any, Any], services: ServicesDep
     ) -> None:
         client = request.client.host if request.client else "unknown"
         async with services.pool.connection() as conn:
@@ -142,7 +143,7 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/heartbeat", status_code=HTTP_200_OK, summary="Heartbeat")
     async def heartbeat(
-        self, task_id: str, data: Heartbeat, services: Services, principal: Principal
+        self, task_id: FromPath[str], data: JSONBody[Heartbeat], services: ServicesDep, principal: PrincipalDep
     ) -> HeartbeatAnswer:
         """Keep the lease alive; optionally save progress, a checkpoint, a usage delta."""
         require(principal, Role.WORKER, Role.ADMIN)
@@ -173,7 +174,7 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/complete", status_code=HTTP_200_OK, summary="Complete")
     async def complete(
-        self, task_id: str, data: Complete, services: Services, principal: Principal
+        self, task_id: FromPath[str], data: JSONBody[Complete], services: ServicesDep, principal: PrincipalDep
     ) -> Task:
         require(principal, Role.WORKER, Role.ADMIN)
         f = fence(task_id, data.lease)
@@ -197,7 +198,7 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/fail", status_code=HTTP_200_OK, summary="Fail an attempt")
     async def fail(
-        self, task_id: str, data: Fail, services: Services, principal: Principal
+        self, task_id: FromPath[str], data: JSONBody[Fail], services: ServicesDep, principal: PrincipalDep
     ) -> Task:
         """Retryable with attempts left: pending again after the backoff (or ``retry_in_s``).
 
@@ -235,7 +236,7 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/release", status_code=HTTP_200_OK, summary="Release")
     async def release(
-        self, task_id: str, data: Release, services: Services, principal: Principal
+        self, task_id: FromPath[str], data: JSONBody[Release], services: ServicesDep, principal: PrincipalDep
     ) -> Task:
         """Hand a task back, due now, without spending its attempt (graceful shutdown)."""
         require(principal, Role.WORKER, Role.ADMIN)
@@ -253,7 +254,7 @@ class WorkersController(Controller):
         return await services.queue.get(f.id)
 
     @get("/workers", summary="Live workers")
-    async def workers(self, services: Services, principal: Principal) -> list[WorkerStatus]:
+    async def workers(self, services: ServicesDep, principal: PrincipalDep) -> list[WorkerStatus]:
         """Local and remote workers with a heartbeat row, and how old that heartbeat is."""
         async with services.pool.connection() as conn:
             cur = await conn.execute(QUERIES["stats_workers"])
@@ -261,14 +262,14 @@ class WorkersController(Controller):
         return [WorkerStatus(*row) for row in rows]
 
 
-async def _fenced_update(services: Services, query: str, params: dict[str, Any]) -> Task | None:
+async def _fenced_update(services: ServicesDep, query: str, params: dict[str, Any]) -> Task | None:
     async with services.pool.connection() as conn:
         cur = conn.cursor(row_factory=task_row)
         await cur.execute(QUERIES[query], params)
         return await cur.fetchone()
 
 
-async def _refused(services: Services, f: Fence) -> None:
+async def _refused(services: ServicesDep, f: Fence) -> None:
     """A fenced statement changed nothing: say whether the task is unknown or not yours."""
     async with services.pool.connection() as conn:
         cur = await conn.execute(QUERIES["task_lease_state"], {"id": f.id})

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         access_log=args.access_log,
         log_level="warning",
+        ws="websockets-sansio",
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
     )

@@ -1,0 +1,329 @@
+"""``pgqueue.Client``: the HTTP API from Python, for agents without database credentials.
+
+    async with pgqueue.Client("http://queue:8000", token) as client:
+        task = await client.submit("coder", {"goal": "..."}, idempotency_key="goal-42")
+        async for message in client.stream(task_ids=[task.id]):
+            ...
+        done = await client.wait(task.id, timeout_s=600)
+
+Errors come back as pgqueue's own exceptions (InvalidInput, NotFound, Conflict, StaleLease,
+PayloadTooLarge; ``Unauthorized`` for 401/403), with the server's ``detail`` as message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Literal, Self
+
+import httpx
+import msgspec
+import websockets
+
+from pgqueue.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PgQueueError,
+    StaleLease,
+)
+from pgqueue.events import EventName
+from pgqueue.queue import Page
+from pgqueue.tasks import Event, Task, TaskId
+
+_MAX_WAIT_S = 300.0
+
+
+class Unauthorized(PgQueueError):
+    """401 (no or bad token) or 403 (the token's role may not do this)."""
+
+
+class ServerError(PgQueueError):
+    """The server failed (5xx); safe to retry idempotent calls."""
+
+
+class LeasedTask(Task, frozen=True):
+    """A claimed task with the lease to send back with every report."""
+
+    lease: str
+
+
+class StreamTask(msgspec.Struct, frozen=True):
+    """The task as the stream shows it (no payload)."""
+
+    id: TaskId
+    queue: str
+    kind: str
+    status: str
+    attempts: int
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    user_id: str | None = None
+    updated_at: str | None = None
+
+
+class TaskMessage(msgspec.Struct, frozen=True, tag="task", tag_field="type"):
+    event: EventName
+    task: StreamTask
+
+
+class StateMessage(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
+    task: StreamTask
+
+
+class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"):
+    task_ids: list[TaskId]
+    queues: list[str]
+    all: bool
+
+
+class StreamError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
+    detail: str
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
+    pass
+
+
+class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="type"):
+    pass
+
+
+StreamMessage = TaskMessage | StateMessage | Subscribed | StreamError | Ping | Pong
+
+_stream_decoder = msgspec.json.Decoder(StreamMessage)
+_encode = msgspec.json.Encoder().encode
+
+
+class _ErrorBody(msgspec.Struct):
+    detail: str = ""
+    type: str = ""
+
+
+class Client:
+    """Async HTTP client of the pgqueue API (SPEC §4, §5)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = http or httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout_s
+        )
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- producers ----------------------------------------------------------------------
+
+    async def submit(
+        self, kind: str, payload: Any = None, *, wait_s: float | None = None, **fields: Any
+    ) -> Task:
+        """Enqueue one task (SPEC §1 fields as keywords); ``wait_s`` holds until terminal."""
+        return (await self.submit_ex(kind, payload, wait_s=wait_s, **fields))[0]
+
+    async def submit_ex(
+        self, kind: str, payload: Any = None, *, wait_s: float | None = None, **fields: Any
+    ) -> tuple[Task, bool]:
+        """Like ``submit``; also says whether it was an idempotent replay."""
+        body = {"kind": kind, **fields}
+        if payload is not None:
+            body["payload"] = payload
+        params = {"wait": wait_s} if wait_s else None
+        response = await self._request(
+            "POST", "/tasks", body=body, params=params, timeout=_extra(wait_s, self._timeout_s)
+        )
+        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        return msgspec.json.decode(response.content, type=Task), replayed
+
+    async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[Task]:
+        """Enqueue up to 10,000 tasks in one transaction."""
+        response = await self._request("POST", "/tasks/batch", body={"tasks": list(tasks)})
+        return msgspec.json.decode(response.content, type=list[Task])
+
+    async def get(self, task_id: uuid.UUID | str, *, wait_s: float | None = None) -> Task:
+        params = {"wait": wait_s} if wait_s else None
+        response = await self._request(
+            "GET", f"/tasks/{task_id}", params=params, timeout=_extra(wait_s, self._timeout_s)
+        )
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def wait(self, task_id: uuid.UUID | str, timeout_s: float | None = None) -> Task:
+        """The task once terminal, or its state after ``timeout_s`` (server-side long polls)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            remaining = _MAX_WAIT_S if deadline is None else deadline - loop.time()
+            task = await self.get(task_id, wait_s=max(0.0, min(remaining, _MAX_WAIT_S)) or None)
+            if task.status.terminal or (deadline is not None and loop.time() >= deadline):
+                return task
+
+    async def list(self, *, limit: int = 100, cursor: str | None = None, **filters: Any) -> Page:
+        """Newest first; filters: status, queue, kind, tag, user_id, parent_id."""
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        params["limit"] = str(limit)
+        if cursor:
+            params["cursor"] = cursor
+        response = await self._request("GET", "/tasks", params=params)
+        return msgspec.json.decode(response.content, type=Page)
+
+    async def cancel(self, task_id: uuid.UUID | str) -> Task:
+        response = await self._request("POST", f"/tasks/{task_id}/cancel")
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def retry(self, task_id: uuid.UUID | str) -> Task:
+        response = await self._request("POST", f"/tasks/{task_id}/retry")
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def events(self, task_id: uuid.UUID | str) -> list[Event]:
+        response = await self._request("GET", f"/tasks/{task_id}/events")
+        return msgspec.json.decode(response.content, type=list[Event])
+
+    # -- the stream ---------------------------------------------------------------------
+
+    async def stream(
+        self,
+        *,
+        task_ids: Iterable[uuid.UUID | str] = (),
+        queues: Iterable[str] = (),
+        all: bool = False,
+        include_control: bool = False,
+    ) -> AsyncIterator[StreamMessage]:
+        """Live updates over ``/ws``: for task ids, their current state first, then changes.
+
+        Yields ``StateMessage`` and ``TaskMessage``; with ``include_control`` also
+        acknowledgements, errors and pings. Ends when the server closes the connection.
+        """
+        url = "ws" + self.base_url.removeprefix("http") + "/ws"
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+            op = {
+                "op": "subscribe",
+                "task_ids": [str(t) for t in task_ids],
+                "queues": list(queues),
+                "all": all,
+            }
+            await ws.send(_encode(op).decode())
+            try:
+                async for raw in ws:
+                    message = _stream_decoder.decode(raw)
+                    if include_control or isinstance(message, (TaskMessage, StateMessage)):
+                        yield message
+            except websockets.ConnectionClosedError:
+                return
+
+    # -- the remote-worker protocol -----------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: list[str],
+        *,
+        limit: int = 1,
+        wait_s: float = 0.0,
+        kinds: list[str] | None = None,
+        **info: Any,
+    ) -> list[LeasedTask]:
+        body = {
+            "worker_id": worker_id,
+            "queues": queues,
+            "limit": limit,
+            "wait_s": wait_s,
+            "kinds": kinds,
+            **info,
+        }
+        response = await self._request(
+            "POST", "/tasks/claim", body=body, timeout=_extra(wait_s, self._timeout_s)
+        )
+        return msgspec.json.decode(response.content, type=list[LeasedTask])
+
+    async def heartbeat(self, task_id: uuid.UUID | str, lease: str, **report: Any) -> bool:
+        """Keep the lease; ``progress``/``checkpoint``/``usage`` optional. Returns cancel flag."""
+        body = {"lease": lease, **{k: v for k, v in report.items() if v is not None}}
+        response = await self._request("POST", f"/tasks/{task_id}/heartbeat", body=body)
+        return bool(msgspec.json.decode(response.content)["cancel_requested"])
+
+    async def complete(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
+        body = {"lease": lease, **outcome}
+        response = await self._request("POST", f"/tasks/{task_id}/complete", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def fail(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
+        body = {"lease": lease, **{k: v for k, v in outcome.items() if v is not None}}
+        response = await self._request("POST", f"/tasks/{task_id}/fail", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def release(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
+        body = {"lease": lease, **outcome}
+        response = await self._request("POST", f"/tasks/{task_id}/release", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        content = None if body is None else _encode(body)
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        response = await self._http.request(
+            method,
+            path,
+            content=content,
+            params=dict(params) if params else None,
+            headers=headers,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+
+def _extra(wait_s: float | None, base: float) -> float:
+    """A request that long-polls ``wait_s`` needs that much more time before timing out."""
+    return base + (wait_s or 0.0)
+
+
+def _error(response: httpx.Response) -> PgQueueError:
+    try:
+        body = msgspec.json.decode(response.content, type=_ErrorBody)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        body = _ErrorBody(detail=response.text[:500])
+    detail = body.detail or f"HTTP {response.status_code}"
+    status = response.status_code
+    if status == 413:
+        return PayloadTooLarge("body", detail)
+    if status == 400:
+        field, _, message = detail.partition(": ")
+        return InvalidInput(field, message) if message else InvalidInput("request", detail)
+    if status == 404:
+        return NotFound(detail)
+    if status == 409:
+        return StaleLease(detail) if body.type == "StaleLease" else Conflict(detail)
+    if status in (401, 403):
+        return Unauthorized(detail)
+    if status >= 500:
+        return ServerError(f"HTTP {status}: {detail}")
+    return PgQueueError(f"HTTP {status}: {detail}")
