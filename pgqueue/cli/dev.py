@@ -1,8 +1,8 @@
 """``pgqueue dev``: the one-command start.
 
 Without ``PGQUEUE_DSN`` it runs an embedded PostgreSQL (data under ``.pgqueue/``), migrates,
-and runs in one process everything pgqueue has: a worker with the demo handlers, the reaper,
-and the HTTP API when it is installed. No auth: for a laptop, never for production.
+and runs in one process everything pgqueue has: the HTTP API, a worker with the demo
+handlers, and the reaper. No auth: for a laptop, never for production.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.db.migrate import migrate
@@ -73,13 +76,46 @@ async def _dev(settings: Settings, args: argparse.Namespace) -> None:
         '\'{"goal": "hello"}\' --wait 30',
         flush=True,
     )
-    runners = [asyncio.create_task(worker.run(), name="pgqueue-dev-worker")]
-    await stop.wait()
+    server = _api_server(settings)
+    print(
+        f"pgqueue dev: API on http://{settings.host}:{settings.port} WITHOUT AUTH "
+        f"(OpenAPI: /schema/openapi.json, live updates: ws://{settings.host}:{settings.port}/ws)",
+        flush=True,
+    )
+    runners = [
+        asyncio.create_task(worker.run(), name="pgqueue-dev-worker"),
+        asyncio.create_task(server.serve(), name="pgqueue-dev-api"),
+    ]
+    await asyncio.wait(
+        [asyncio.ensure_future(stop.wait()), *runners], return_when=asyncio.FIRST_COMPLETED
+    )
     print("pgqueue dev: shutting down", flush=True)
     worker.stop()
+    server.should_exit = True
     for runner in runners:
         with contextlib.suppress(asyncio.CancelledError):
-            await runner
+            await runner  # re-raises a runner's crash, after the others stopped
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: `dev` stops everything together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _api_server(settings: Settings) -> uvicorn.Server:
+    from pgqueue.api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, insecure=True),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+    )
+    return _Server(config)
 
 
 def _demo_app() -> Any:
