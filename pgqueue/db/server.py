@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,10 @@ def embedded_dsn(data_dir: Path, settings: dict[str, str] | None = None) -> str:
 
 
 def _embedded(data_dir: Path, settings: dict[str, str], cleanup_mode: str) -> Any:
+    # pgserver narrates every pg_ctl call at INFO, and asks platformdirs for a runtime dir
+    # that servers and CI machines often lack (it falls back to /tmp, fine for us).
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     try:
         from pgserver import postgres_server as pgserver
     except ImportError:
