@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MIN_BODY_BYTES = 64 * 1024 * 1024
 
 
-def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1000) -> Litestar:
+def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 10_000) -> Litestar:
     """The API for ``settings.dsn``. ``insecure``: no tokens, every caller is an admin."""
     metrics = Metrics()
 

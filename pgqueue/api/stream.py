@@ -5,7 +5,9 @@ someone subscribed to the tasks it names, it reads those tasks in ONE query per 
 notifications (never one per subscriber), encodes each change ONCE, and offers the bytes to
 each interested subscriber whose principal may read the task (authorization per message).
 
-Each subscriber has a bounded buffer drained by its own sender task. The hub never awaits a
+Each subscriber has a bounded buffer (default 10,000 messages: it holds references to the
+encoded bytes shared by all subscribers, so it costs pointers, not copies; it must exceed the
+largest burst, e.g. a 10,000-task batch) drained by its own sender task. The hub never awaits a
 subscriber: a full buffer closes that connection (code 1013, "try again later"); the client
 reconnects and resubscribes, getting the current state first. So a slow or dead client can
 neither grow memory nor delay anyone else, and the database is never waited on for it.
@@ -52,6 +54,7 @@ CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind; reconnect an
 CLOSE_UNAUTHORIZED = 4401
 _RESYNC = "__resync__"  # inbox marker: the listener reconnected, notifications were lost
 _MAX_TASK_IDS = 10_000
+_PING = _encode(Ping())
 
 
 class Subscriber:
@@ -82,7 +85,7 @@ class Hub:
     """Routes task changes from the Listener to the subscribers of this process."""
 
     def __init__(
-        self, listener: Listener, pool: AsyncConnectionPool, *, buffer: int = 1000
+        self, listener: Listener, pool: AsyncConnectionPool, *, buffer: int = 10_000
     ) -> None:
         self._pool = pool
         self._buffer = buffer
@@ -222,6 +225,7 @@ class Hub:
             message = _encode(TaskMessage(event=change.event, task=view))
             for sub in subs:
                 sub.offer(message)
+            await asyncio.sleep(0)  # let the senders drain between changes of a burst
 
     def _interested(self, change: TaskChange) -> list[Subscriber]:
         candidates = self._all.union(
@@ -268,11 +272,13 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     services.metrics.ws_subscribers.inc()
     receiver = asyncio.create_task(_receive(socket, hub, sub))
     sender = asyncio.create_task(_send(socket, sub, services.settings.heartbeat_s))
+    too_slow = asyncio.create_task(sub.too_slow.wait())
     try:
-        done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
-        if sender in done and sub.too_slow.is_set():
+        await asyncio.wait({receiver, sender, too_slow}, return_when=asyncio.FIRST_COMPLETED)
+        if too_slow.done():
             hub.dropped += 1
             services.metrics.ws_dropped.inc()
+            sender.cancel()  # it may be stuck writing to a client that does not read
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     socket.close(code=CLOSE_TOO_SLOW, reason="too slow: resubscribe"), 5
@@ -280,9 +286,9 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     finally:
         hub.remove(sub)
         services.metrics.ws_subscribers.dec()
-        for task in (receiver, sender):
+        for task in (receiver, sender, too_slow):
             task.cancel()
-        await asyncio.gather(receiver, sender, return_exceptions=True)
+        await asyncio.gather(receiver, sender, too_slow, return_exceptions=True)
 
 
 async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) -> None:
@@ -305,17 +311,10 @@ async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) 
 
 
 async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber, ping_s: float) -> None:
-    """Drain the buffer to the socket; a ping when idle; stop when marked too slow."""
-    too_slow = asyncio.ensure_future(sub.too_slow.wait())
-    try:
-        while not sub.too_slow.is_set():
-            getter = asyncio.ensure_future(sub.outbox.get())
-            done, _ = await asyncio.wait({getter, too_slow}, timeout=ping_s)
-            if getter not in done:
-                getter.cancel()
-                if not done:
-                    await socket.send_text(_encode(Ping()).decode())
-                continue
-            await socket.send_text(getter.result().decode())
-    finally:
-        too_slow.cancel()
+    """Drain the buffer to the socket, with a ping when idle (so proxies keep it open)."""
+    while True:
+        try:
+            message = await asyncio.wait_for(sub.outbox.get(), timeout=ping_s)
+        except TimeoutError:
+            message = _PING
+        await socket.send_text(message.decode())

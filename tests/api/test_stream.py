@@ -1,0 +1,202 @@
+"""WS /ws over a real WebSocket: ordering, psql updates, isolation, slow subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import websockets
+
+from pgqueue.api.auth import Principal, Role
+from tests.api.conftest import Api, serving
+
+
+async def recv(ws: Any, timeout: float = 15) -> dict[str, Any]:
+    """The next task/state message (acks and pings skipped)."""
+    while True:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] in ("task", "state", "error"):
+            return message
+
+
+async def subscribe(ws: Any, **op: Any) -> dict[str, Any]:
+    await ws.send(json.dumps({"op": "subscribe", **op}))
+    while True:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        if message["type"] == "subscribed":
+            return message
+        if message["type"] in ("state", "error"):
+            # state/error messages precede the ack: stash them for the test
+            subscribe.pending.append(message)  # type: ignore[attr-defined]
+
+
+subscribe.pending = []  # type: ignore[attr-defined]
+
+
+def connect(api: Api, token: str | None, via_query: bool = False) -> Any:
+    if via_query:
+        return websockets.connect(f"{api.ws_url}?token={token}")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return websockets.connect(api.ws_url, additional_headers=headers)
+
+
+async def test_task_subscription_state_first_then_ordered_events(
+    api: Api, alice: httpx.AsyncClient, worker: httpx.AsyncClient
+) -> None:
+    task = (await alice.post("/tasks", json={"kind": "k"})).json()
+    async with api.client(api.tokens.alice) as client:
+        stream = client.stream(task_ids=[task["id"]])
+        first = await asyncio.wait_for(anext(stream), 15)
+        assert first.type if hasattr(first, "type") else True
+        assert type(first).__name__ == "StateMessage" and first.task.status == "pending"
+        [c] = (await worker.post("/tasks/claim", json={"worker_id": "w", "queues": ["default"]})).json()
+        url = f"/tasks/{task['id']}"
+        await worker.post(f"{url}/heartbeat", json={"lease": c["lease"], "progress": {"percent": 40}})
+        await worker.post(f"{url}/complete", json={"lease": c["lease"], "result": {"answer": 42}})
+        events = []
+        while len(events) < 3:
+            message = await asyncio.wait_for(anext(stream), 15)
+            events.append(message)
+        await stream.aclose()
+    assert [m.event for m in events] == ["started", "progress", "completed"]
+    assert events[0].task.status == "running"
+    assert events[1].task.progress == {"percent": 40}
+    assert events[2].task.status == "completed" and events[2].task.result == {"answer": 42}
+
+
+async def test_psql_update_reaches_subscriber(api: Api, dsn: str) -> None:
+    async with connect(api, api.tokens.admin) as ws:
+        await subscribe(ws, queues=["ops"])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO pgqueue.tasks (kind, queue) VALUES ('from.psql', 'ops')")
+            message = await recv(ws)
+            assert message["event"] == "created" and message["task"]["kind"] == "from.psql"
+            conn.execute(
+                "UPDATE pgqueue.tasks SET progress = '{\"percent\": 7}' WHERE kind = 'from.psql'"
+            )
+            message = await recv(ws)
+            assert message["event"] == "progress" and message["task"]["progress"] == {"percent": 7}
+
+
+async def test_stream_user_isolation(
+    api: Api, alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    theirs = (await bob.post("/tasks", json={"kind": "k"})).json()
+    async with connect(api, api.tokens.alice, via_query=True) as ws:
+        subscribe.pending.clear()  # type: ignore[attr-defined]
+        ack = await subscribe(ws, all=True, queues=["default"], task_ids=[theirs["id"]])
+        assert theirs["id"] not in ack["task_ids"]
+        [error] = subscribe.pending  # type: ignore[attr-defined]
+        assert error["type"] == "error" and theirs["id"] in error["detail"]
+        await bob.post("/tasks", json={"kind": "bobs"})
+        await bob.post(f"/tasks/{theirs['id']}/cancel")
+        mine = (await alice.post("/tasks", json={"kind": "alices"})).json()
+        message = await recv(ws)
+        # Bob's two changes came first on the wire; Alice sees only her own.
+        assert message["task"]["id"] == mine["id"] and message["task"]["user_id"] == "alice"
+
+
+async def test_unauthenticated_socket_is_closed_4401(api: Api) -> None:
+    async with connect(api, "pgq_bad") as ws:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def test_bad_messages_get_errors_not_disconnects(api: Api) -> None:
+    async with connect(api, api.tokens.admin) as ws:
+        for bad in ("not json", json.dumps({"op": "dance"}), json.dumps({"op": "subscribe", "x": 1}),
+                    json.dumps({"op": "subscribe", "task_ids": ["nope"]})):
+            await ws.send(bad)
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert message["type"] == "error", message
+        await ws.send(json.dumps({"op": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+
+
+async def test_unsubscribe_stops_updates(api: Api, alice: httpx.AsyncClient) -> None:
+    async with connect(api, api.tokens.alice) as ws:
+        await subscribe(ws, queues=["a"])
+        await ws.send(json.dumps({"op": "unsubscribe", "queues": ["a"]}))
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert ack == {"type": "subscribed", "task_ids": [], "queues": [], "all": False}
+        await alice.post("/tasks", json={"kind": "k", "queue": "a"})
+        await subscribe(ws, queues=["b"])
+        await alice.post("/tasks", json={"kind": "k", "queue": "b"})
+        assert (await recv(ws))["task"]["queue"] == "b"
+
+
+def raw_subscriber(port: int, token: str) -> socket.socket:
+    """A WebSocket client that subscribes to everything and then never reads a byte."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response.split(b"\r\n")[0], response
+    payload = json.dumps({"op": "subscribe", "all": True}).encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+async def test_slow_subscriber_does_not_delay_a_fast_one(api_settings: Any, tokens: Any) -> None:
+    """A subscriber that never reads is cut off; a reading one gets every change promptly.
+
+    Each message carries ~50 KB of tags, so the silent client's socket buffers fill, then its
+    server-side buffer (100 messages here) overflows and the server drops it.
+    """
+    tags = [f"{i:03d}" + "x" * 96 for i in range(500)]
+    async with serving(api_settings, ws_buffer=100) as url:
+        api = Api(url=url, tokens=tokens, settings=api_settings)
+        port = int(url.rsplit(":", 1)[1])
+        slow = await asyncio.to_thread(raw_subscriber, port, tokens.admin)
+        try:
+            headers = {"Authorization": f"Bearer {tokens.admin}"}
+            async with websockets.connect(api.ws_url, additional_headers=headers, max_size=None) as fast, \
+                    api.http(tokens.admin) as admin:
+                await subscribe(fast, all=True)
+
+                async def dropped() -> bool:
+                    metrics = (await admin.get("/metrics")).text
+                    return "pgqueue_ws_dropped_subscribers_total 1.0" in metrics
+
+                # Each batch must reach the fast subscriber promptly while the slow one lags.
+                for _ in range(40):
+                    started = time.monotonic()
+                    r = await admin.post("/tasks/batch", json={"tasks": [{"kind": "k", "tags": tags}] * 25})
+                    assert r.status_code == 201
+                    for _ in range(25):
+                        message = await recv(fast, timeout=30)
+                        assert message["event"] == "created" and len(message["task"]["tags"]) == 500
+                    assert time.monotonic() - started < 10
+                    if await dropped():
+                        break
+                assert await dropped(), "the silent subscriber was never dropped"
+        finally:
+            slow.close()
+
+
+def test_principal_rules() -> None:
+    alice = Principal("alice", Role.USER)
+    assert alice.may_read("alice") and not alice.may_read("bob") and not alice.may_read(None)
+    assert Principal("w", Role.WORKER).may_read("bob")
+    assert not Principal("w", Role.WORKER).may_act_on("bob")
+    assert Principal(None, Role.ADMIN).may_act_on(None)
