@@ -13,6 +13,7 @@ PayloadTooLarge; ``Unauthorized`` for 401/403), with the server's ``detail`` as 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Literal, Self
@@ -153,10 +154,10 @@ class Client:
         replayed = response.headers.get("Idempotent-Replayed") == "true"
         return msgspec.json.decode(response.content, type=Task), replayed
 
-    async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[Task]:
+    async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """Enqueue up to 10,000 tasks in one transaction."""
-        response = await self._request("POST", "/tasks/batch", body={"tasks": list(tasks)})
-        return msgspec.json.decode(response.content, type=list[Task])
+        response = await self._request("POST", "/tasks/batch", body={"tasks": builtins.list(tasks)})
+        return msgspec.json.decode(response.content, type=builtins.list[Task])
 
     async def get(self, task_id: uuid.UUID | str, *, wait_s: float | None = None) -> Task:
         params = {"wait": wait_s} if wait_s else None
@@ -192,9 +193,9 @@ class Client:
         response = await self._request("POST", f"/tasks/{task_id}/retry")
         return msgspec.json.decode(response.content, type=Task)
 
-    async def events(self, task_id: uuid.UUID | str) -> list[Event]:
+    async def events(self, task_id: uuid.UUID | str) -> builtins.list[Event]:
         response = await self._request("GET", f"/tasks/{task_id}/events")
-        return msgspec.json.decode(response.content, type=list[Event])
+        return msgspec.json.decode(response.content, type=builtins.list[Event])
 
     # -- the stream ---------------------------------------------------------------------
 
@@ -217,7 +218,7 @@ class Client:
             op = {
                 "op": "subscribe",
                 "task_ids": [str(t) for t in task_ids],
-                "queues": list(queues),
+                "queues": builtins.list(queues),
                 "all": all,
             }
             await ws.send(_encode(op).decode())
@@ -234,13 +235,13 @@ class Client:
     async def claim(
         self,
         worker_id: str,
-        queues: list[str],
+        queues: builtins.list[str],
         *,
         limit: int = 1,
         wait_s: float = 0.0,
-        kinds: list[str] | None = None,
+        kinds: builtins.list[str] | None = None,
         **info: Any,
-    ) -> list[LeasedTask]:
+    ) -> builtins.list[LeasedTask]:
         body = {
             "worker_id": worker_id,
             "queues": queues,
@@ -252,7 +253,7 @@ class Client:
         response = await self._request(
             "POST", "/tasks/claim", body=body, timeout=_extra(wait_s, self._timeout_s)
         )
-        return msgspec.json.decode(response.content, type=list[LeasedTask])
+        return msgspec.json.decode(response.content, type=builtins.list[LeasedTask])
 
     async def heartbeat(self, task_id: uuid.UUID | str, lease: str, **report: Any) -> bool:
         """Keep the lease; ``progress``/``checkpoint``/``usage`` optional. Returns cancel flag."""

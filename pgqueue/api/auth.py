@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.queries import QUERIES
 
-TOKEN_PREFIX = "pgq_"
+TOKEN_PREFIX = "pgq_"  # noqa: S105 -- a fixed prefix that makes tokens greppable, not a secret
 _CACHE_TTL_S = 10.0
 _CACHE_MAX = 10_000
 

@@ -56,7 +56,9 @@ def _status_of(exc: PgQueueError) -> int:
     return HTTP_400_BAD_REQUEST
 
 
-def error_response(status: int, detail: str, kind: str, headers: dict[str, str] | None = None) -> Response[ErrorBody]:
+def error_response(
+    status: int, detail: str, kind: str, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
     return Response(
         ErrorBody(status_code=status, detail=detail, type=kind), status_code=status, headers=headers
     )

@@ -8,14 +8,14 @@ from litestar import Controller, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from pgqueue.api.schemas import Health
-from pgqueue.api.services import PrincipalDep, Services, ServicesDep
+from pgqueue.api.services import ServicesDep
 from pgqueue.db.migrate import current_version, latest_version
 
 READY_TIMEOUT_S = 2.0
 
 
 class HealthController(Controller):
-    tags = ["operations"]
+    tags = ("operations",)
     include_in_schema = True
 
     @get("/healthz", summary="The process is up")

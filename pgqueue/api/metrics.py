@@ -8,7 +8,7 @@ Each app gets its own registry, so several apps in one process (tests) do not co
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -82,16 +82,17 @@ class Metrics:
         """Time every HTTP request, labelled by its route template (bounded cardinality)."""
 
         async def timed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            raw = cast("dict[str, Any]", scope)
+            if raw["type"] != "http":
                 await app(scope, receive, send)
                 return
             start = time.perf_counter()
             try:
                 await app(scope, receive, send)
             finally:
-                handler: Any = scope.get("route_handler")
+                handler: Any = raw.get("route_handler")
                 route = next(iter(handler.paths), "?") if handler is not None else "unmatched"
-                self.request_latency.labels(method=scope["method"], route=route).observe(
+                self.request_latency.labels(method=raw["method"], route=route).observe(
                     time.perf_counter() - start
                 )
 

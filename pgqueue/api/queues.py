@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from pgqueue.api.auth import Principal
 from pgqueue.api.schemas import QueueStats, QueueUsage, Stats, UserUsage
-from pgqueue.api.services import PrincipalDep, Services, ServicesDep
+from pgqueue.api.services import PrincipalDep, ServicesDep
 from pgqueue.db.queries import QUERIES
 
 
 class QueuesController(Controller):
-    tags = ["operations"]
+    tags = ("operations",)
 
     @get("/queues", summary="Per-queue counts, backlog age and throughput")
     async def queues(self, services: ServicesDep, principal: PrincipalDep) -> list[QueueStats]:

@@ -28,13 +28,13 @@ class _Input(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Base of every request body: unknown fields are an error."""
 
 
-class Batch(_Input):
+class Batch(_Input, frozen=True):
     """``POST /tasks/batch``: up to 10,000 tasks, enqueued in one transaction."""
 
     tasks: Annotated[list[NewTask], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class UsageIn(_Input):
+class UsageIn(_Input, frozen=True):
     """Tokens and cost of this attempt (added to the task's totals)."""
 
     input_tokens: Count = 0
@@ -42,18 +42,18 @@ class UsageIn(_Input):
     cost: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
-class ProgressIn(_Input):
+class ProgressIn(_Input, frozen=True):
     percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
     message: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
     data: Any = None
 
 
-class CheckpointIn(_Input):
+class CheckpointIn(_Input, frozen=True):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     data: Any = None
 
 
-class Claim(_Input):
+class Claim(_Input, frozen=True):
     """``POST /tasks/claim``: what a remote worker asks for. ``kinds`` null: any kind."""
 
     worker_id: WorkerName
@@ -74,7 +74,7 @@ class LeasedTask(Task, frozen=True):
     lease: str
 
 
-class Heartbeat(_Input):
+class Heartbeat(_Input, frozen=True):
     lease: Lease
     progress: ProgressIn | None = None
     checkpoint: CheckpointIn | None = None
@@ -85,20 +85,20 @@ class HeartbeatAnswer(msgspec.Struct, frozen=True):
     cancel_requested: bool
 
 
-class Complete(_Input):
+class Complete(_Input, frozen=True):
     lease: Lease
     result: Any = None
     usage: UsageIn | None = None
     exit_code: int | None = None
 
 
-class ErrorIn(_Input):
+class ErrorIn(_Input, frozen=True):
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     message: Annotated[str, msgspec.Meta(max_length=100_000)]
     traceback: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
 
 
-class Fail(_Input):
+class Fail(_Input, frozen=True):
     """A failed attempt. ``error.type == "cancelled"`` records a cancel the worker obeyed."""
 
     lease: Lease
@@ -112,7 +112,7 @@ class Fail(_Input):
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
-class Release(_Input):
+class Release(_Input, frozen=True):
     """Graceful shutdown of a remote worker: hand the task back without spending an attempt."""
 
     lease: Lease
@@ -245,7 +245,7 @@ class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="type"):
     pass
 
 
-class StreamOp(_Input):
+class StreamOp(_Input, frozen=True):
     """A client message: ``{"op": "subscribe"|"unsubscribe", "task_ids"|"queues"|"all"}``."""
 
     op: Annotated[str, msgspec.Meta(pattern="^(subscribe|unsubscribe|ping)$")]

@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.api.auth import Authenticator, Principal
 from pgqueue.api.metrics import Metrics
@@ -18,7 +19,6 @@ from pgqueue.api.wakeup import WakeupBoard
 from pgqueue.db.listener import Listener
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
-from psycopg_pool import AsyncConnectionPool
 
 
 class Services:

@@ -12,7 +12,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.exceptions import PermissionDeniedException
-from litestar.params import JSONBody, FromPath, FromQuery, HeaderParameter, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from pgqueue.api.auth import Principal, Role
@@ -46,7 +46,7 @@ def _for_principal(task: NewTask, principal: PrincipalDep) -> NewTask:
 
 class TasksController(Controller):
     path = "/tasks"
-    tags = ["tasks"]
+    tags = ("tasks",)
 
     @post("/", status_code=HTTP_201_CREATED, summary="Enqueue a task")
     async def submit(
@@ -88,7 +88,11 @@ class TasksController(Controller):
 
     @get("/{task_id:str}", summary="Get a task")
     async def get_task(
-        self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep, wait: WaitParam = None
+        self,
+        task_id: FromPath[str],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        wait: WaitParam = None,
     ) -> Task:
         task = await readable(services, principal, task_id)
         if wait and not task.status.terminal:
@@ -127,21 +131,27 @@ class TasksController(Controller):
         return TaskPage(items=page.items, next_cursor=page.next_cursor)
 
     @post("/{task_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel a task")
-    async def cancel(self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep) -> Task:
+    async def cancel(
+        self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep
+    ) -> Task:
         """Pending: cancelled now. Running: cancel requested, its worker stops it. Else 409."""
         task = await readable(services, principal, task_id)
         _may_act(task, principal)
         return await services.queue.cancel(task.id)
 
     @post("/{task_id:str}/retry", status_code=HTTP_200_OK, summary="Retry a task by hand")
-    async def retry(self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep) -> Task:
+    async def retry(
+        self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep
+    ) -> Task:
         """A failed or cancelled task back to pending, checkpoint kept. Else 409."""
         task = await readable(services, principal, task_id)
         _may_act(task, principal)
         return await services.queue.retry(task.id)
 
     @get("/{task_id:str}/events", summary="A task's audit trail, oldest first")
-    async def events(self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep) -> list[Event]:
+    async def events(
+        self, task_id: FromPath[str], services: ServicesDep, principal: PrincipalDep
+    ) -> list[Event]:
         task = await readable(services, principal, task_id)
         return await services.queue.events(task.id)
 

@@ -15,10 +15,10 @@ from typing import Any, LiteralString
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import JSONBody, FromPath
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from pgqueue.api.auth import Principal, Role, require
+from pgqueue.api.auth import Role, require
 from pgqueue.api.schemas import (
     Claim,
     Complete,
@@ -30,7 +30,7 @@ from pgqueue.api.schemas import (
     UsageIn,
     WorkerStatus,
 )
-from pgqueue.api.services import PrincipalDep, Services, ServicesDep
+from pgqueue.api.services import PrincipalDep, ServicesDep
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.errors import InvalidInput, NotFound, PayloadTooLarge, StaleLease
@@ -66,7 +66,8 @@ def _json(value: Any, field: str, limit: int | None = None) -> str:
     encoded = _encode(value)
     if limit is not None and len(encoded) > limit:
         raise PayloadTooLarge(
-            field, f"is {len(encoded)} bytes, more than the limit of {limit} (PGQUEUE_MAX_PAYLOAD_BYTES)"
+            field,
+            f"is {len(encoded)} bytes, more than the limit of {limit} (PGQUEUE_MAX_PAYLOAD_BYTES)",
         )
     return encoded.decode()
 
@@ -76,11 +77,15 @@ def _usage(usage: UsageIn | None) -> str | None:
 
 
 class WorkersController(Controller):
-    tags = ["workers"]
+    tags = ("workers",)
 
     @post("/tasks/claim", status_code=HTTP_200_OK, summary="Claim due tasks (remote worker)")
     async def claim(
-        self, data: JSONBody[Claim], request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep
+        self,
+        data: JSONBody[Claim],
+        request: Request[Any, Any, Any],
+        services: ServicesDep,
+        principal: PrincipalDep,
     ) -> list[LeasedTask]:
         """Up to ``limit`` tasks, each with its lease; waits up to ``wait_s`` for one to be due.
 
@@ -143,7 +148,11 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/heartbeat", status_code=HTTP_200_OK, summary="Heartbeat")
     async def heartbeat(
-        self, task_id: FromPath[str], data: JSONBody[Heartbeat], services: ServicesDep, principal: PrincipalDep
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[Heartbeat],
+        services: ServicesDep,
+        principal: PrincipalDep,
     ) -> HeartbeatAnswer:
         """Keep the lease alive; optionally save progress, a checkpoint, a usage delta."""
         require(principal, Role.WORKER, Role.ADMIN)
@@ -174,7 +183,11 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/complete", status_code=HTTP_200_OK, summary="Complete")
     async def complete(
-        self, task_id: FromPath[str], data: JSONBody[Complete], services: ServicesDep, principal: PrincipalDep
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[Complete],
+        services: ServicesDep,
+        principal: PrincipalDep,
     ) -> Task:
         require(principal, Role.WORKER, Role.ADMIN)
         f = fence(task_id, data.lease)
@@ -198,7 +211,11 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/fail", status_code=HTTP_200_OK, summary="Fail an attempt")
     async def fail(
-        self, task_id: FromPath[str], data: JSONBody[Fail], services: ServicesDep, principal: PrincipalDep
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[Fail],
+        services: ServicesDep,
+        principal: PrincipalDep,
     ) -> Task:
         """Retryable with attempts left: pending again after the backoff (or ``retry_in_s``).
 
@@ -236,7 +253,11 @@ class WorkersController(Controller):
 
     @post("/tasks/{task_id:str}/release", status_code=HTTP_200_OK, summary="Release")
     async def release(
-        self, task_id: FromPath[str], data: JSONBody[Release], services: ServicesDep, principal: PrincipalDep
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[Release],
+        services: ServicesDep,
+        principal: PrincipalDep,
     ) -> Task:
         """Hand a task back, due now, without spending its attempt (graceful shutdown)."""
         require(principal, Role.WORKER, Role.ADMIN)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 from typing import Any
 
-
 from pgqueue.api.auth import Role, TokenInfo, new_token, token_hash
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.db.pool import connect
@@ -81,5 +80,3 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
             info = TokenInfo(*row)
             print(f"revoked token {info.id} ({info.prefix}…) of {info.user_id}")
         return 0
-
-

@@ -191,8 +191,6 @@ class RemoteWorker:
         while True:
             try:
                 await self._post(task, outcome, backoff_base_s, backoff_max_s)
-                self.recorded += 1
-                return
             except (StaleLease, NotFound) as exc:
                 log.warning("task %s: outcome refused (%s)", task.id, exc)
                 return
@@ -200,6 +198,9 @@ class RemoteWorker:
                 log.warning("task %s: reporting failed (%s); retrying", task.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            else:
+                self.recorded += 1
+                return
 
     async def _post(
         self,
@@ -214,7 +215,9 @@ class RemoteWorker:
                 task.id, task.lease, result=outcome.result, usage=usage, exit_code=outcome.exit_code
             )
         elif isinstance(outcome, Failed):
-            error = {k: v for k, v in outcome.error.items() if k in ("type", "message", "traceback")}
+            error = {
+                k: v for k, v in outcome.error.items() if k in ("type", "message", "traceback")
+            }
             await self.client.fail(
                 task.id,
                 task.lease,

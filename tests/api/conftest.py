@@ -87,7 +87,10 @@ async def serving(settings: Settings, **app_options: Any) -> AsyncIterator[str]:
     sock = free_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, **app_options), log_level="warning", lifespan="on", ws="websockets-sansio"
+        create_app(settings, **app_options),
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

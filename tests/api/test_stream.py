@@ -57,9 +57,13 @@ async def test_task_subscription_state_first_then_ordered_events(
         first = await asyncio.wait_for(anext(stream), 15)
         assert first.type if hasattr(first, "type") else True
         assert type(first).__name__ == "StateMessage" and first.task.status == "pending"
-        [c] = (await worker.post("/tasks/claim", json={"worker_id": "w", "queues": ["default"]})).json()
+        [c] = (
+            await worker.post("/tasks/claim", json={"worker_id": "w", "queues": ["default"]})
+        ).json()
         url = f"/tasks/{task['id']}"
-        await worker.post(f"{url}/heartbeat", json={"lease": c["lease"], "progress": {"percent": 40}})
+        await worker.post(
+            f"{url}/heartbeat", json={"lease": c["lease"], "progress": {"percent": 40}}
+        )
         await worker.post(f"{url}/complete", json={"lease": c["lease"], "result": {"answer": 42}})
         events = []
         while len(events) < 3:
@@ -113,8 +117,12 @@ async def test_unauthenticated_socket_is_closed_4401(api: Api) -> None:
 
 async def test_bad_messages_get_errors_not_disconnects(api: Api) -> None:
     async with connect(api, api.tokens.admin) as ws:
-        for bad in ("not json", json.dumps({"op": "dance"}), json.dumps({"op": "subscribe", "x": 1}),
-                    json.dumps({"op": "subscribe", "task_ids": ["nope"]})):
+        for bad in (
+            "not json",
+            json.dumps({"op": "dance"}),
+            json.dumps({"op": "subscribe", "x": 1}),
+            json.dumps({"op": "subscribe", "task_ids": ["nope"]}),
+        ):
             await ws.send(bad)
             message = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert message["type"] == "error", message
@@ -170,8 +178,10 @@ async def test_slow_subscriber_does_not_delay_a_fast_one(api_settings: Any, toke
         slow = await asyncio.to_thread(raw_subscriber, port, tokens.admin)
         try:
             headers = {"Authorization": f"Bearer {tokens.admin}"}
-            async with websockets.connect(api.ws_url, additional_headers=headers, max_size=None) as fast, \
-                    api.http(tokens.admin) as admin:
+            async with (
+                websockets.connect(api.ws_url, additional_headers=headers, max_size=None) as fast,
+                api.http(tokens.admin) as admin,
+            ):
                 await subscribe(fast, all=True)
 
                 async def dropped() -> bool:
@@ -181,7 +191,9 @@ async def test_slow_subscriber_does_not_delay_a_fast_one(api_settings: Any, toke
                 # Each batch must reach the fast subscriber promptly while the slow one lags.
                 for _ in range(40):
                     started = time.monotonic()
-                    r = await admin.post("/tasks/batch", json={"tasks": [{"kind": "k", "tags": tags}] * 25})
+                    r = await admin.post(
+                        "/tasks/batch", json={"tasks": [{"kind": "k", "tags": tags}] * 25}
+                    )
                     assert r.status_code == 201
                     for _ in range(25):
                         message = await recv(fast, timeout=30)

@@ -24,8 +24,15 @@ async def test_submit_returns_201_with_rfc3339_utc_and_forced_owner(
 ) -> None:
     r = await alice.post(
         "/tasks",
-        json={"kind": "email.send", "payload": {"to": "a@b.c"}, "priority": 5, "user_id": "mallory",
-              "tags": ["signup"], "queue": "emails", "delay_s": 10},
+        json={
+            "kind": "email.send",
+            "payload": {"to": "a@b.c"},
+            "priority": 5,
+            "user_id": "mallory",
+            "tags": ["signup"],
+            "queue": "emails",
+            "delay_s": 10,
+        },
     )
     assert r.status_code == 201, r.text
     task = r.json()
@@ -73,7 +80,9 @@ async def test_validation_errors_name_the_field(alice: httpx.AsyncClient, api: A
         assert r.status_code == 400, (body, r.text)
         assert field in r.json()["detail"], (body, r.json())
         assert r.json()["status_code"] == 400
-    r = await alice.post("/tasks", content=b"{not json", headers={"content-type": "application/json"})
+    r = await alice.post(
+        "/tasks", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     r = await alice.get("/tasks", params={"limit": 501})
     assert r.status_code == 400 and "limit" in r.json()["detail"]
@@ -89,7 +98,9 @@ async def test_oversize_payload_is_413(alice: httpx.AsyncClient, api: Api) -> No
     big = "x" * (api.settings.max_payload_bytes + 10)
     r = await alice.post("/tasks", json={"kind": "k", "payload": {"blob": big}})
     assert r.status_code == 413 and "payload" in r.json()["detail"]
-    r = await alice.post("/tasks/batch", json={"tasks": [{"kind": "k"}, {"kind": "k", "payload": big}]})
+    r = await alice.post(
+        "/tasks/batch", json={"tasks": [{"kind": "k"}, {"kind": "k", "payload": big}]}
+    )
     assert r.status_code == 413 and "tasks[1].payload" in r.json()["detail"]
     r = await alice.get("/tasks")
     assert r.json()["items"] == []  # nothing half-written
@@ -101,7 +112,10 @@ async def test_auth_401_for_missing_and_bad_tokens(api: Api) -> None:
             for method, path in [("GET", "/tasks"), ("POST", "/tasks"), ("GET", "/stats")]:
                 r = await c.request(method, path, json={"kind": "k"})
                 assert r.status_code == 401, (token, path, r.text)
-                assert "token" in r.json()["detail"].lower() or "authorization" in r.json()["detail"].lower()
+                assert (
+                    "token" in r.json()["detail"].lower()
+                    or "authorization" in r.json()["detail"].lower()
+                )
 
 
 async def test_revoked_token_stops_working(api: Api, dsn: str) -> None:
@@ -124,7 +138,9 @@ async def test_batch_one_transaction_in_order(alice: httpx.AsyncClient) -> None:
     created = r.json()
     assert [t["payload"]["i"] for t in created] == list(range(500))
     assert {t["user_id"] for t in created} == {"alice"}
-    bad = await alice.post("/tasks/batch", json={"tasks": [{"kind": "k"}, {"kind": "k", "priority": 5000}]})
+    bad = await alice.post(
+        "/tasks/batch", json={"tasks": [{"kind": "k"}, {"kind": "k", "priority": 5000}]}
+    )
     assert bad.status_code == 400 and "priority" in bad.json()["detail"]
     too_many = await alice.post("/tasks/batch", json={"tasks": [{"kind": "k"}] * 10_001})
     assert too_many.status_code == 400 and "tasks" in too_many.json()["detail"]
@@ -135,7 +151,9 @@ async def test_batch_one_transaction_in_order(alice: httpx.AsyncClient) -> None:
 
 
 async def test_batch_of_10000(alice: httpx.AsyncClient) -> None:
-    r = await alice.post("/tasks/batch", json={"tasks": [{"kind": "k", "payload": {"i": i}} for i in range(10_000)]})
+    r = await alice.post(
+        "/tasks/batch", json={"tasks": [{"kind": "k", "payload": {"i": i}} for i in range(10_000)]}
+    )
     assert r.status_code == 201 and len(r.json()) == 10_000
 
 
@@ -164,8 +182,13 @@ async def test_user_isolation_get_list_cancel_retry_events(
 async def test_list_filters_and_keyset_pagination(alice: httpx.AsyncClient) -> None:
     parent = await post_task(alice)
     for i in range(7):
-        await post_task(alice, queue="q1" if i % 2 else "q2", tags=["t"] if i < 3 else [],
-                        parent_id=parent["id"], payload={"i": i})
+        await post_task(
+            alice,
+            queue="q1" if i % 2 else "q2",
+            tags=["t"] if i < 3 else [],
+            parent_id=parent["id"],
+            payload={"i": i},
+        )
     seen: list[str] = []
     cursor = None
     while True:
@@ -184,7 +207,9 @@ async def test_list_filters_and_keyset_pagination(alice: httpx.AsyncClient) -> N
     assert sorted(t["payload"]["i"] for t in tagged) == [0, 1, 2]
     kinds = (await alice.get("/tasks", params={"kind": "nope"})).json()
     assert kinds == {"items": [], "next_cursor": None}
-    pending = (await alice.get("/tasks", params={"status": "pending", "limit": 500})).json()["items"]
+    pending = (await alice.get("/tasks", params={"status": "pending", "limit": 500})).json()[
+        "items"
+    ]
     assert len(pending) == 8
     bad = await alice.get("/tasks", params={"cursor": "abc"})
     assert bad.status_code == 400 and "cursor" in bad.json()["detail"]
@@ -203,8 +228,12 @@ async def test_cancel_retry_events_and_conflicts(alice: httpx.AsyncClient) -> No
     events = (await alice.get(f"/tasks/{task['id']}/events")).json()
     assert [e["event"] for e in events] == ["created", "cancelled", "requeued"]
     missing = "00000000-0000-0000-0000-000000000000"
-    for method, path in [("GET", f"/tasks/{missing}"), ("POST", f"/tasks/{missing}/cancel"),
-                         ("POST", f"/tasks/{missing}/retry"), ("GET", f"/tasks/{missing}/events")]:
+    for method, path in [
+        ("GET", f"/tasks/{missing}"),
+        ("POST", f"/tasks/{missing}/cancel"),
+        ("POST", f"/tasks/{missing}/retry"),
+        ("GET", f"/tasks/{missing}/events"),
+    ]:
         r = await alice.request(method, path)
         assert r.status_code == 404, path
 

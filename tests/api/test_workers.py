@@ -29,16 +29,21 @@ async def test_claim_heartbeat_complete(
     url = f"/tasks/{task['id']}"
     r = await worker.post(
         f"{url}/heartbeat",
-        json={"lease": "1:w1", "progress": {"percent": 50, "message": "half"},
-              "checkpoint": {"token": "c1", "data": {"step": 2}},
-              "usage": {"input_tokens": 10, "output_tokens": 5, "cost": 0.5}},
+        json={
+            "lease": "1:w1",
+            "progress": {"percent": 50, "message": "half"},
+            "checkpoint": {"token": "c1", "data": {"step": 2}},
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cost": 0.5},
+        },
     )
     assert r.status_code == 200 and r.json() == {"cancel_requested": False}
     seen = (await alice.get(url)).json()
     assert seen["progress"] == {"percent": 50, "message": "half"}
     assert seen["checkpoint"]["token"] == "c1" and seen["checkpoint"]["data"] == {"step": 2}
-    r = await worker.post(f"{url}/complete", json={"lease": "1:w1", "result": {"ok": True},
-                                                   "usage": {"input_tokens": 1}})
+    r = await worker.post(
+        f"{url}/complete",
+        json={"lease": "1:w1", "result": {"ok": True}, "usage": {"input_tokens": 1}},
+    )
     assert r.status_code == 200, r.text
     done = r.json()
     assert done["status"] == "completed" and done["result"] == {"ok": True}
@@ -57,8 +62,11 @@ async def test_heartbeat_reports_cancel_and_fail_as_cancelled(
     assert r.json() == {"cancel_requested": True}
     r = await worker.post(
         f"/tasks/{task['id']}/fail",
-        json={"lease": c["lease"], "error": {"type": "cancelled", "message": "stopped"},
-              "retryable": False},
+        json={
+            "lease": c["lease"],
+            "error": {"type": "cancelled", "message": "stopped"},
+            "retryable": False,
+        },
     )
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
 
@@ -68,15 +76,23 @@ async def test_fail_retryable_then_permanent(
 ) -> None:
     task = (await alice.post("/tasks", json={"kind": "k", "max_retries": 1})).json()
     [c] = await claim(worker)
-    r = await worker.post(f"/tasks/{task['id']}/fail", json={
-        "lease": c["lease"], "error": {"type": "Boom", "message": "bad"}, "retryable": True,
-        "retry_in_s": 0})
+    r = await worker.post(
+        f"/tasks/{task['id']}/fail",
+        json={
+            "lease": c["lease"],
+            "error": {"type": "Boom", "message": "bad"},
+            "retryable": True,
+            "retry_in_s": 0,
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "pending" and r.json()["error"]["type"] == "Boom"
     [c2] = await claim(worker)
     assert c2["lease"] == "2:w1"
-    r = await worker.post(f"/tasks/{task['id']}/fail", json={
-        "lease": c2["lease"], "error": {"type": "Boom", "message": "bad"}, "retryable": True})
+    r = await worker.post(
+        f"/tasks/{task['id']}/fail",
+        json={"lease": c2["lease"], "error": {"type": "Boom", "message": "bad"}, "retryable": True},
+    )
     assert r.json()["status"] == "failed"  # retries exhausted
     bad = await worker.post(f"/tasks/{task['id']}/fail", json={"lease": "x", "error": {}})
     assert bad.status_code == 400
@@ -133,13 +149,17 @@ async def test_claim_long_poll_is_woken_by_enqueue(
     assert time.monotonic() - started >= 0.45
 
 
-async def test_claim_by_kinds_and_bounds(alice: httpx.AsyncClient, worker: httpx.AsyncClient) -> None:
+async def test_claim_by_kinds_and_bounds(
+    alice: httpx.AsyncClient, worker: httpx.AsyncClient
+) -> None:
     await alice.post("/tasks", json={"kind": "a"})
     await alice.post("/tasks", json={"kind": "b"})
     got = await claim(worker, kinds=["b"], limit=5)
     assert [t["kind"] for t in got] == ["b"]
     for body in ({"limit": 0}, {"limit": 101}, {"wait_s": 31}, {"queues": []}, {"extra": 1}):
-        r = await worker.post("/tasks/claim", json={"worker_id": "w", "queues": ["default"], **body})
+        r = await worker.post(
+            "/tasks/claim", json={"worker_id": "w", "queues": ["default"], **body}
+        )
         assert r.status_code == 400, body
         key = next(iter(body))
         assert key in r.json()["detail"], (body, r.json())
@@ -148,20 +168,29 @@ async def test_claim_by_kinds_and_bounds(alice: httpx.AsyncClient, worker: httpx
 async def test_users_cannot_claim_or_report(alice: httpx.AsyncClient) -> None:
     r = await alice.post("/tasks/claim", json={"worker_id": "w", "queues": ["default"]})
     assert r.status_code == 403
-    r = await alice.post("/tasks/00000000-0000-0000-0000-000000000000/complete", json={"lease": "1:w"})
+    r = await alice.post(
+        "/tasks/00000000-0000-0000-0000-000000000000/complete", json={"lease": "1:w"}
+    )
     assert r.status_code == 403
 
 
 async def test_workers_queues_stats(
-    alice: httpx.AsyncClient, bob: httpx.AsyncClient, worker: httpx.AsyncClient,
+    alice: httpx.AsyncClient,
+    bob: httpx.AsyncClient,
+    worker: httpx.AsyncClient,
     admin: httpx.AsyncClient,
 ) -> None:
     await alice.post("/tasks", json={"kind": "k"})
     await alice.post("/tasks", json={"kind": "k"})
     await bob.post("/tasks", json={"kind": "k", "queue": "other"})
     [c] = await claim(worker, worker_id="w-stats", host="box", pid=42, concurrency=4)
-    await worker.post(f"/tasks/{c['id']}/complete", json={"lease": c["lease"], "usage": {
-        "input_tokens": 100, "output_tokens": 20, "cost": 0.25}})
+    await worker.post(
+        f"/tasks/{c['id']}/complete",
+        json={
+            "lease": c["lease"],
+            "usage": {"input_tokens": 100, "output_tokens": 20, "cost": 0.25},
+        },
+    )
     workers = (await admin.get("/workers")).json()
     [w] = [w for w in workers if w["id"] == "w-stats"]
     assert w["host"] == "box" and w["pid"] == 42 and w["concurrency"] == 4
@@ -184,14 +213,30 @@ async def test_health_ready_metrics_openapi(api: Api, worker: httpx.AsyncClient)
     async with api.http(None) as anon:
         assert (await anon.get("/healthz")).json()["status"] == "ok"
         ready = await anon.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["schema_version"] == ready.json()["latest_version"]
+        assert (
+            ready.status_code == 200
+            and ready.json()["schema_version"] == ready.json()["latest_version"]
+        )
         await claim(worker)
         metrics = (await anon.get("/metrics")).text
-        for name in ("pgqueue_tasks", "pgqueue_http_request_duration_seconds_bucket",
-                     "pgqueue_ws_subscribers", "pgqueue_pool_connections",
-                     "pgqueue_api_claimed_tasks", "pgqueue_api_finished_tasks"):
+        for name in (
+            "pgqueue_tasks",
+            "pgqueue_http_request_duration_seconds_bucket",
+            "pgqueue_ws_subscribers",
+            "pgqueue_pool_connections",
+            "pgqueue_api_claimed_tasks",
+            "pgqueue_api_finished_tasks",
+        ):
             assert name in metrics, name
         schema = (await anon.get("/schema/openapi.json")).json()
-        for path in ("/tasks", "/tasks/batch", "/tasks/{task_id}", "/tasks/claim",
-                     "/tasks/{task_id}/heartbeat", "/queues", "/workers", "/stats"):
+        for path in (
+            "/tasks",
+            "/tasks/batch",
+            "/tasks/{task_id}",
+            "/tasks/claim",
+            "/tasks/{task_id}/heartbeat",
+            "/queues",
+            "/workers",
+            "/stats",
+        ):
             assert path in schema["paths"], path
