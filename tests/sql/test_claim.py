@@ -260,3 +260,15 @@ async def test_cancel_of_a_finished_task_conflicts(
     )
     with pytest.raises(Conflict, match="cannot be cancelled"):
         await queue.cancel(task.id)
+
+
+async def test_trigger_functions_never_plan_nested_loops(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Cached one-row plans made bulk writes quadratic (61 s for 20,000 rows); see 0001."""
+    cur = await conn.execute(
+        "SELECT proname, proconfig FROM pg_proc WHERE proname IN ('on_tasks_insert', 'on_tasks_update')"
+    )
+    configs = dict(await cur.fetchall())
+    assert configs == {
+        "on_tasks_insert": ["enable_nestloop=off"],
+        "on_tasks_update": ["enable_nestloop=off"],
+    }
