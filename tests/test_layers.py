@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pgqueue"
 FORBIDDEN = {
     "db": ("pgqueue.worker", "pgqueue.api", "pgqueue.cli", "pgqueue.queue"),
     "worker": ("pgqueue.api", "pgqueue.cli"),
-    "api": ("pgqueue.worker.loop", "pgqueue.cli"),
+    "api": ("pgqueue.worker", "pgqueue.cli"),
 }
 
 

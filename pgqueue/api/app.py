@@ -29,8 +29,8 @@ from pgqueue.api.workers import WorkersController
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
 from pgqueue.events import EVENTS, WAKEUP
+from pgqueue.reaper import reap
 from pgqueue.settings import Settings
-from pgqueue.worker.reaper import reap
 
 log = logging.getLogger(__name__)
 

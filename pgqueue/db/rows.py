@@ -14,7 +14,6 @@ from psycopg.rows import RowMaker
 
 from pgqueue.tasks import Event, Status, Task
 
-
 _TASK_FIELDS = list(Task.__struct_fields__)
 _STATUS_AT = _TASK_FIELDS.index("status")
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue import reaper
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
 from pgqueue.db.queries import QUERIES
@@ -28,7 +29,7 @@ from pgqueue.events import CANCEL, WAKEUP
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
 from pgqueue.tasks import Task, TaskId
-from pgqueue.worker import heartbeat, reaper
+from pgqueue.worker import heartbeat
 from pgqueue.worker.execute import execute
 from pgqueue.worker.handlers import App
 from pgqueue.worker.outbox import Outbox

@@ -262,7 +262,9 @@ async def test_cancel_of_a_finished_task_conflicts(
         await queue.cancel(task.id)
 
 
-async def test_trigger_functions_never_plan_nested_loops(conn: psycopg.AsyncConnection[Any]) -> None:
+async def test_trigger_functions_never_plan_nested_loops(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
     """Cached one-row plans made bulk writes quadratic (61 s for 20,000 rows); see 0001."""
     cur = await conn.execute(
         "SELECT proname, proconfig FROM pg_proc WHERE proname IN ('on_tasks_insert', 'on_tasks_update')"
