@@ -10,6 +10,7 @@ import asyncio
 import builtins
 import contextlib
 import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
@@ -57,8 +58,19 @@ def new_task(fields: Mapping[str, Any]) -> NewTask:
         return msgspec.convert(fields, NewTask, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = message.rpartition("at `$.")[2].rstrip("`").split("[")[0] or "task"
-        raise InvalidInput(field, message) from None
+        raise InvalidInput(validation_field(message, "task"), message) from None
+
+
+def validation_field(message: str, default: str) -> str:
+    """The field a msgspec validation message is about.
+
+    ``Expected ... - at `$.priority``` names it by path; a missing or unknown top-level field
+    (``Object missing required field `kind```) names it in the text instead.
+    """
+    if "at `$." in message:
+        return message.rpartition("at `$.")[2].rstrip("`").split("[")[0] or default
+    match = re.search(r"field `([^`]+)`", message)
+    return match.group(1) if match else default
 
 
 class Queue:
