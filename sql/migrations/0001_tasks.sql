@@ -146,7 +146,7 @@ CREATE TABLE pgqueue.queues (
 --   [["<task id>", "<event>", "<status>", "<queue>", "<user or null>", <event id>], ...]
 -- Everything a stream subscriber needs to route and authorize; the full task is read by
 -- id when needed. pg_notify payloads are limited to 8000 bytes, so rows are chunked by 60.
--- Channel pgqueue_wakeup carries a queue name when a due task appears there, and
+-- Channel pgqueue_wakeup carries a queue name when a pending task appears there, and
 -- pgqueue_cancel the id of a running task whose cancel was requested: workers LISTEN to
 -- these two only, not to the firehose. One wake-up per queue per statement, which is what
 -- keeps bulk writes quiet.
@@ -226,10 +226,11 @@ BEGIN
           FROM numbered GROUP BY chunk
     ) chunks;
 
-    -- Wake workers of each queue that got a task due now; future ones are found by the
-    -- workers' timed poll (they sleep until the earliest run_at they know of).
+    -- Wake workers of each queue that got a pending task, due now or later: an idle worker
+    -- claims what is due and otherwise sleeps until the earliest run_at it now knows of.
+    -- (Waking only for due tasks left a delayed task waiting for the next poll.)
     PERFORM pg_notify('pgqueue_wakeup', q.queue)
-       FROM (SELECT DISTINCT queue FROM new_rows WHERE status = 'pending' AND run_at <= now()) q;
+       FROM (SELECT DISTINCT queue FROM new_rows WHERE status = 'pending') q;
     RETURN NULL;
 END
 $$;
@@ -269,10 +270,11 @@ BEGIN
        FROM new_rows n JOIN old_rows o ON o.id = n.id
       WHERE n.status = 'running' AND n.cancel_requested AND NOT o.cancel_requested;
 
-    -- A task that became pending and due (retry by hand, stall requeue, release) wakes workers.
+    -- A task that became pending (retry with backoff, retry by hand, stall requeue, release)
+    -- wakes the workers of its queue, for the same reason as on insert.
     PERFORM pg_notify('pgqueue_wakeup', q.queue) FROM (
         SELECT DISTINCT n.queue FROM new_rows n JOIN old_rows o ON o.id = n.id
-         WHERE n.status = 'pending' AND o.status <> 'pending' AND n.run_at <= now()
+         WHERE n.status = 'pending' AND o.status <> 'pending'
     ) q;
     RETURN NULL;
 END

@@ -222,6 +222,7 @@ async def test_wakeup_within_a_second_of_a_plain_sql_insert(
 async def test_future_task_starts_when_due_without_notify(queue: Queue, fast: Settings) -> None:
     settings = fast_settings(fast.dsn, poll_s=30.0)
     async with running_worker(app, settings):
+        await asyncio.sleep(0.3)  # the scenario: an idle worker, asleep until its 30 s poll
         task = await queue.enqueue("echo", {}, delay_s=1.0)
         done = await queue.wait(task.id, timeout_s=10)
     assert done.started_at is not None
