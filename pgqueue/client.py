@@ -30,9 +30,9 @@ from pgqueue.errors import (
     PgQueueError,
     StaleLease,
 )
-from pgqueue.events import EventName
 from pgqueue.queue import Page
-from pgqueue.tasks import Event, Task, TaskId
+from pgqueue.stream import StateMessage, StreamMessage, TaskMessage, decode_message
+from pgqueue.tasks import Event, Task
 
 _MAX_WAIT_S = 300.0
 
@@ -51,51 +51,6 @@ class LeasedTask(Task, frozen=True):
     lease: str
 
 
-class StreamTask(msgspec.Struct, frozen=True):
-    """The task as the stream shows it (no payload)."""
-
-    id: TaskId
-    queue: str
-    kind: str
-    status: str
-    attempts: int
-    progress: dict[str, Any] | None = None
-    result: Any = None
-    error: dict[str, Any] | None = None
-    user_id: str | None = None
-    updated_at: str | None = None
-
-
-class TaskMessage(msgspec.Struct, frozen=True, tag="task", tag_field="type"):
-    event: EventName
-    task: StreamTask
-
-
-class StateMessage(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
-    task: StreamTask
-
-
-class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"):
-    task_ids: list[TaskId]
-    queues: list[str]
-    all: bool
-
-
-class StreamError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
-    detail: str
-
-
-class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
-    pass
-
-
-class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="type"):
-    pass
-
-
-StreamMessage = TaskMessage | StateMessage | Subscribed | StreamError | Ping | Pong
-
-_stream_decoder = msgspec.json.Decoder(StreamMessage)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -224,7 +179,7 @@ class Client:
             await ws.send(_encode(op).decode())
             try:
                 async for raw in ws:
-                    message = _stream_decoder.decode(raw)
+                    message = decode_message(raw)
                     if include_control or isinstance(message, (TaskMessage, StateMessage)):
                         yield message
             except websockets.ConnectionClosedError:

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pgqueue.events import EventName
-from pgqueue.tasks import NewTask, QueueName, Status, Task, TaskId
+from pgqueue.tasks import NewTask, QueueName, Task, TaskId
 
 MAX_BATCH = 10_000
 MAX_WAIT_S = 300.0
@@ -186,65 +185,6 @@ class Health(msgspec.Struct, frozen=True):
 # -- WebSocket (SPEC §5) ---------------------------------------------------------------
 
 
-class StreamTask(msgspec.Struct, frozen=True):
-    """What the stream shows of a task: everything but the payload (which may be large)."""
-
-    id: TaskId
-    queue: str
-    kind: str
-    status: Status
-    attempts: int
-    max_retries: int
-    priority: int
-    progress: dict[str, Any] | None
-    result: Any
-    error: dict[str, Any] | None
-    usage: dict[str, Any]
-    user_id: str | None
-    parent_id: TaskId | None
-    tags: list[str]
-    worker_id: str | None
-    cancel_requested: bool
-    run_at: datetime
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    updated_at: datetime
-
-
-class TaskMessage(msgspec.Struct, frozen=True, tag="task", tag_field="type"):
-    """A change: ``{"type": "task", "event": ..., "task": {...}}``."""
-
-    event: EventName
-    task: StreamTask
-
-
-class StateMessage(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
-    """The current state of a task, sent when a subscription to its id starts."""
-
-    task: StreamTask
-
-
-class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"):
-    """The subscriptions in force after a subscribe/unsubscribe."""
-
-    task_ids: list[TaskId]
-    queues: list[str]
-    all: bool
-
-
-class StreamError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
-    detail: str
-
-
-class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
-    pass
-
-
-class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="type"):
-    pass
-
-
 class StreamOp(_Input, frozen=True):
     """A client message: ``{"op": "subscribe"|"unsubscribe", "task_ids"|"queues"|"all"}``."""
 
@@ -256,29 +196,3 @@ class StreamOp(_Input, frozen=True):
         default_factory=list
     )
     all: bool = False
-
-
-def stream_task(task: Task) -> StreamTask:
-    return StreamTask(
-        id=task.id,
-        queue=task.queue,
-        kind=task.kind,
-        status=task.status,
-        attempts=task.attempts,
-        max_retries=task.max_retries,
-        priority=task.priority,
-        progress=task.progress,
-        result=task.result,
-        error=task.error,
-        usage=task.usage,
-        user_id=task.user_id,
-        parent_id=task.parent_id,
-        tags=task.tags,
-        worker_id=task.worker_id,
-        cancel_requested=task.cancel_requested,
-        run_at=task.run_at,
-        created_at=task.created_at,
-        started_at=task.started_at,
-        completed_at=task.completed_at,
-        updated_at=task.updated_at,
-    )

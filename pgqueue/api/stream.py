@@ -29,20 +29,20 @@ from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.api.auth import Principal
-from pgqueue.api.schemas import (
-    Ping,
-    Pong,
-    StateMessage,
-    StreamError,
-    StreamOp,
-    Subscribed,
-    TaskMessage,
-    stream_task,
-)
+from pgqueue.api.schemas import StreamOp
 from pgqueue.db.listener import Listener
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.events import EVENTS, TaskChange, decode_changes
+from pgqueue.stream import (
+    Ping,
+    Pong,
+    StateMessage,
+    StreamError,
+    Subscribed,
+    TaskMessage,
+    stream_task,
+)
 from pgqueue.tasks import Task, TaskId
 
 log = logging.getLogger(__name__)

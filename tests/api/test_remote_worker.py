@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import pgqueue
-from pgqueue.client import StateMessage, TaskMessage, Unauthorized
+from pgqueue.client import Unauthorized
+from pgqueue.stream import StateMessage, TaskMessage
 from pgqueue.worker.remote import RemoteWorker
 from tests.api.conftest import Api, free_port, serve_process, wait_healthy
 from tests.helpers import fast_settings
