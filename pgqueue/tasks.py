@@ -7,6 +7,8 @@ vocabulary for it.
 from __future__ import annotations
 
 import enum
+import os
+import socket
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, NewType
@@ -15,6 +17,11 @@ import msgspec
 
 TaskId = NewType("TaskId", uuid.UUID)
 WorkerId = NewType("WorkerId", str)
+
+
+def new_worker_id() -> WorkerId:
+    """Unique per process and start: ``host:pid:random`` (a restarted worker is a new one)."""
+    return WorkerId(f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
 
 
 class Status(enum.StrEnum):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -28,7 +26,7 @@ from pgqueue.db.rows import task_row
 from pgqueue.events import CANCEL, WAKEUP
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
-from pgqueue.tasks import Task, TaskId
+from pgqueue.tasks import Task, TaskId, new_worker_id
 from pgqueue.worker import heartbeat
 from pgqueue.worker.execute import execute
 from pgqueue.worker.handlers import App
@@ -36,11 +34,6 @@ from pgqueue.worker.outbox import Outbox
 from pgqueue.worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
-
-
-def new_worker_id() -> str:
-    """Unique per process and start: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class Worker:

@@ -24,7 +24,7 @@ import httpx
 
 from pgqueue.client import Client, LeasedTask, ServerError
 from pgqueue.errors import NotFound, StaleLease
-from pgqueue.tasks import Task, Usage
+from pgqueue.tasks import Task, Usage, new_worker_id
 from pgqueue.worker.execute import Cancelled, Completed, Failed, Interrupted, Outcome, execute
 from pgqueue.worker.handlers import App
 
@@ -79,7 +79,7 @@ class RemoteWorker:
         self.client = client
         self.queues = sorted(set(queues or app.queues))
         self.concurrency = concurrency
-        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.id = worker_id or new_worker_id()
         self.heartbeat_s = heartbeat_s
         self.claim_wait_s = claim_wait_s
         self.shutdown_grace_s = shutdown_grace_s
