@@ -17,7 +17,18 @@ import msgspec
 from pgqueue.errors import PgQueueError
 
 # Subcommand modules, in the order `pgqueue --help` lists them.
-COMMANDS = ["dev", "migrate", "serve", "worker", "enqueue", "token"]
+COMMANDS = [
+    "dev",
+    "migrate",
+    "serve",
+    "worker",
+    "enqueue",
+    "token",
+    "status",
+    "queue",
+    "schedule",
+    "purge",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
