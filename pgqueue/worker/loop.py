@@ -3,7 +3,7 @@
 One loop claims up to the free slots whenever it is woken — by a NOTIFY on its queues, by a
 slot freed, by the poll timer (a fallback, and the way future ``run_at`` are found) — and
 starts each claimed task as a named asyncio task. Around it run the outbox flusher, the
-heartbeat and the reaper, each a small module of its own.
+heartbeat, the reaper, the scheduler and retention, each a small module of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.events import CANCEL, WAKEUP
 from pgqueue.queue import Queue
+from pgqueue.retention import run_retention
+from pgqueue.schedules.scheduler import run_scheduler
 from pgqueue.settings import Settings
 from pgqueue.tasks import Task, TaskId, new_worker_id
 from pgqueue.worker import heartbeat
@@ -97,6 +99,14 @@ class Worker:
             ),
             asyncio.create_task(
                 self._every(self.settings.reap_s, self._reap), name="pgqueue-reaper"
+            ),
+            # Every process runs these too; both are safe when many do (SKIP LOCKED, and an
+            # idempotency key per schedule and fire time).
+            asyncio.create_task(
+                run_scheduler(self.pool, self.settings, self._stop), name="pgqueue-scheduler"
+            ),
+            asyncio.create_task(
+                run_retention(self.pool, self.settings, self._stop), name="pgqueue-retention"
             ),
         ]
         log.info(

@@ -311,3 +311,27 @@ async def test_an_unstorable_result_fails_only_its_task(queue: Queue, fast: Sett
     assert failed.status is Status.FAILED
     assert failed.error is not None and failed.error["type"] == "unrecordable_outcome"
     assert done.status is Status.COMPLETED
+
+
+async def test_a_running_worker_fires_due_schedules(
+    queue: Queue, fast: Settings, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """The scheduler runs inside every worker: a due schedule becomes a task that runs."""
+    from pgqueue.schedules.service import Schedules
+
+    schedules = Schedules(queue.pool, fast)
+    await schedules.create(
+        {"name": "nightly", "cron": "0 3 * * *", "task": {"kind": "echo", "payload": {"n": 1}}}
+    )
+    # it is "3 am" now: the slot is due (as after a night of downtime)
+    await conn.execute("UPDATE pgqueue.schedules SET next_fire_at = now() - interval '1 minute'")
+    async with running_worker(app, fast):
+
+        async def fired() -> list[Any]:
+            return [
+                t for t in (await queue.list(kind="echo")).items if t.status is Status.COMPLETED
+            ]
+
+        (task,) = await wait_for(fired, timeout=20, what="the schedule's task to run")
+    assert task.payload == {"n": 1}
+    assert task.idempotency_key is not None and task.idempotency_key.startswith("schedule:nightly:")
