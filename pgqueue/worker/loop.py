@@ -67,10 +67,10 @@ class Worker:
             settings.dsn, min_size=2, max_size=max(4, min(concurrency, 20))
         )
         self.listener = Listener(settings.dsn, [WAKEUP, CANCEL])
-        self.outbox = Outbox(self.pool, settings, self.id, app.handlers)
+        self._wake = asyncio.Event()
+        self.outbox = Outbox(self.pool, settings, self.id, app.handlers, self._wake.set)
         self._running: dict[TaskId, tuple[Task, asyncio.Task[None]]] = {}
         self._lost: set[TaskId] = set()
-        self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._shutting_down = asyncio.Event()
         self.started = asyncio.Event()  # set once claiming, for tests and `dev`

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -38,6 +38,7 @@ class Outbox:
         settings: Settings,
         worker_id: str,
         handlers: Mapping[str, Handler],
+        on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self._pool = pool
         self._settings = settings
@@ -48,6 +49,9 @@ class Outbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self.recorded = 0  # outcomes written, for tests and stats
+        # Called after each committed flush: a claim made before the completion committed
+        # saw the old running count of a concurrency-limited queue and may have got nothing.
+        self._on_recorded = on_recorded
 
     def put(self, task: Task, outcome: Outcome) -> None:
         self._pending.append((task, outcome))
@@ -135,6 +139,7 @@ class Outbox:
                         },
                     )
         self.recorded += len(batch)
+        self._on_recorded()
 
     def _complete_items(self, completed: Sequence[tuple[Task, Outcome]]) -> str:
         items = []

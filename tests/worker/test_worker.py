@@ -335,3 +335,17 @@ async def test_a_running_worker_fires_due_schedules(
         (task,) = await wait_for(fired, timeout=20, what="the schedule's task to run")
     assert task.payload == {"n": 1}
     assert task.idempotency_key is not None and task.idempotency_key.startswith("schedule:nightly:")
+
+
+async def test_a_limited_queue_moves_on_as_soon_as_a_slot_commits(
+    queue: Queue, fast: Settings, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """With limit 1 the next task starts when the previous completion commits, not at a poll."""
+    await conn.execute("SELECT pgqueue.set_queue_limit('default', 1)")
+    settings = fast_settings(fast.dsn, poll_s=30.0)
+    async with running_worker(app, settings, concurrency=4):
+        tasks = await queue.enqueue_many([{"kind": "echo", "payload": {"i": i}} for i in range(3)])
+        done = [await queue.wait(t.id, timeout_s=10) for t in tasks]
+    assert [t.status for t in done] == [Status.COMPLETED] * 3
+    spans = sorted((t.started_at, t.completed_at) for t in done)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # one at a time
