@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -348,4 +349,4 @@ async def test_a_limited_queue_moves_on_as_soon_as_a_slot_commits(
         done = [await queue.wait(t.id, timeout_s=10) for t in tasks]
     assert [t.status for t in done] == [Status.COMPLETED] * 3
     spans = sorted((t.started_at, t.completed_at) for t in done)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # one at a time
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # one at a time
