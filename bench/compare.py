@@ -81,7 +81,9 @@ def run_one(server: str, system: str, metric: str, arg: str) -> dict[str, float]
 
 def cell(values: list[float]) -> str:
     fmt = "{:,.0f}" if statistics.median(values) >= 100 else "{:.2f}"
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+    shown = [statistics.median(values), min(values), max(values)]
+    median, low, high = (fmt.format(v) for v in shown)
+    return f"{median} ({low}–{high})"
 
 
 def main() -> None:

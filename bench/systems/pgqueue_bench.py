@@ -10,8 +10,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pgqueue
 from common import mark_ready, measure_latency, record_start, report
+
+import pgqueue
 from pgqueue.db.migrate import migrate
 from pgqueue.db.pool import connect
 from pgqueue.settings import Settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -23,10 +24,8 @@ async def connect(dsn: str) -> psycopg.AsyncConnection:  # type: ignore[type-arg
 async def main(metric: str, dsn: str, arg: str | None) -> None:
     queries = Queries(PsycopgDriver(await connect(dsn)))
     if metric != "latency-worker":
-        try:
+        with contextlib.suppress(psycopg.errors.DuplicateObject):
             await queries.install()
-        except psycopg.errors.DuplicateObject:
-            pass
     if metric == "enqueue":
         n = int(arg or 3000)
         t0 = time.perf_counter()

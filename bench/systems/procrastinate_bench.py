@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -32,10 +33,8 @@ async def main(metric: str, dsn: str, arg: str | None) -> None:
     app, noop = build(dsn)
     async with app.open_async():
         if metric != "latency-worker":
-            try:
+            with contextlib.suppress(Exception):  # already applied in this database
                 await app.schema_manager.apply_schema_async()
-            except Exception:  # already applied in this database
-                pass
         if metric == "enqueue":
             n = int(arg or 3000)
             t0 = time.perf_counter()

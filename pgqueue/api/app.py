@@ -1,8 +1,9 @@
 """The Litestar application factory: ``create_app(settings)``.
 
 The lifespan opens what one server process shares — the pool, the one LISTEN connection,
-the WebSocket hub and the reaper (every process runs it, SPEC §2) — and closes them on
-shutdown. Handlers receive ``services`` and the caller's ``principal`` by injection.
+the WebSocket hub, and the reaper, scheduler and retention loops (every process runs them,
+SPEC §2) — and closes them on shutdown. Handlers receive ``services`` and the caller's
+``principal`` by injection.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
 from pgqueue.events import EVENTS, WAKEUP
 from pgqueue.reaper import reap
+from pgqueue.retention import run_retention
+from pgqueue.schedules.scheduler import run_scheduler
 from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,19 +56,26 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
             settings, pool, listener, Authenticator(pool, insecure=insecure), metrics, hub
         )
         app.state.services = services
-        reaper = None
+        stop = asyncio.Event()
+        background: list[asyncio.Task[None]] = []
         try:
             await listener.start()
             hub.start()
-            reaper = asyncio.create_task(_reap_forever(services), name="pgqueue-api-reaper")
+            # Every process runs the reaper, the scheduler and retention (SPEC §2): each is
+            # safe when many processes do (SKIP LOCKED, idempotency keys per fire).
+            background = [
+                asyncio.create_task(_reap_forever(services), name="pgqueue-api-reaper"),
+                asyncio.create_task(run_scheduler(pool, settings, stop), name="pgqueue-scheduler"),
+                asyncio.create_task(run_retention(pool, settings, stop), name="pgqueue-retention"),
+            ]
             if insecure:
                 log.warning("pgqueue API without auth (--insecure): every caller is an admin")
             yield
         finally:
-            if reaper is not None:
-                reaper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reaper
+            stop.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await hub.stop()
             await listener.stop()
             await pool.close()
