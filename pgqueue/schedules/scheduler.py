@@ -34,6 +34,10 @@ from pgqueue.settings import Settings
 log = logging.getLogger(__name__)
 
 BATCH = 50  # schedules fired per transaction; a pass loops until a batch comes back short
+# Longest sleep when no schedule is due sooner. Cron slots are a minute apart; looking every
+# poll_s (5 s) made the scheduler the largest cost of an idle worker (issue 3: <= 1 query/s).
+# A schedule created by another process within 30 s of its first slot may fire that slot late.
+MAX_SLEEP_S = 30.0
 
 
 class _DueSchedule(Schedule, frozen=True):
@@ -137,7 +141,7 @@ async def run_scheduler(pool: AsyncConnectionPool, settings: Settings, stop: asy
             fired = await fire_due_schedules(pool, settings)
             if fired:
                 log.info("fired %d schedules", fired)
-            wait = await _seconds_to_next(pool, settings.poll_s)
+            wait = await _seconds_to_next(pool, MAX_SLEEP_S)
             delay = 0.5
         except (psycopg.Error, OSError) as exc:  # the database is away: keep trying
             log.warning("scheduler pass failed (%s); retrying in %.1fs", exc, delay)
