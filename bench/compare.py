@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv"
 PYTHON = VENV / "bin" / "python"
-SYSTEMS = ["pgqueue", "pgqueuer", "procrastinate"]
-# metric -> (argument per system, what to read from the result)
-METRICS: dict[str, tuple[dict[str, str], list[str]]] = {
-    "enqueue": ({"pgqueue": "3000", "pgqueuer": "3000", "procrastinate": "3000"}, ["tasks_per_s"]),
-    "bulk": ({"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "20000"}, ["tasks_per_s"]),
-    # Procrastinate drains ~700/s: 3,000 tasks keep a round under 5 s.
-    "drain": ({"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "3000"}, ["tasks_per_s"]),
-    "latency": ({s: f"/tmp/bench-latency-{s}.log" for s in SYSTEMS}, ["p50_ms", "p99_ms"]),
-}
 
 
 def ensure_venv() -> None:
+    """bench/.venv with pgqueue (editable) and the peers; never pgqueue's own environment."""
     if PYTHON.exists():
         return
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
@@ -51,6 +40,25 @@ def ensure_venv() -> None:
         ],
         check=True,
     )
+
+
+if Path(sys.prefix).resolve() != VENV.resolve():  # started with a plain python3: move in
+    ensure_venv()
+    os.execv(str(PYTHON), [str(PYTHON), *sys.argv])
+
+import psycopg  # noqa: E402 - only importable inside bench/.venv
+from psycopg import sql  # noqa: E402
+from psycopg.conninfo import make_conninfo  # noqa: E402
+
+SYSTEMS = ["pgqueue", "pgqueuer", "procrastinate"]
+# metric -> (argument per system, what to read from the result)
+METRICS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "enqueue": ({"pgqueue": "3000", "pgqueuer": "3000", "procrastinate": "3000"}, ["tasks_per_s"]),
+    "bulk": ({"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "20000"}, ["tasks_per_s"]),
+    # Procrastinate drains ~700/s: 3,000 tasks keep a round under 5 s.
+    "drain": ({"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "3000"}, ["tasks_per_s"]),
+    "latency": ({s: f"/tmp/bench-latency-{s}.log" for s in SYSTEMS}, ["p50_ms", "p99_ms"]),
+}
 
 
 def fresh_database(server: str, name: str) -> str:
@@ -92,7 +100,6 @@ def main() -> None:
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", default=",".join(METRICS))
     args = parser.parse_args()
-    ensure_venv()
     metrics = [m for m in args.only.split(",") if m]
     results: dict[tuple[str, str, str], list[float]] = {}
     for round_no in range(args.rounds):

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import fresh_database
+from compare import fresh_database  # moves into bench/.venv when started with plain python3
 
 ROOT = Path(__file__).resolve().parent.parent
 
