@@ -183,9 +183,4 @@ async def test_concurrency_limit_is_never_exceeded_by_four_workers(
         await wait_for(all_done, timeout=120, interval=0.005, what="all tasks to complete")
     assert max(samples) <= limit, samples
     assert max(samples) == limit  # the limit was reached, so it was what held them back
-    cur = await conn.execute(
-        "SELECT count(DISTINCT worker_id) FROM pgqueue.events WHERE event = 'started'"
-    )
-    row = await cur.fetchone()
-    assert row is not None and row[0] >= 2  # the work really was spread over several workers
     assert all(t.status is Status.COMPLETED for t in (await queue.list(limit=100)).items)
