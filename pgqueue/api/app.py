@@ -23,6 +23,7 @@ from pgqueue.api.errors import EXCEPTION_HANDLERS
 from pgqueue.api.health import HealthController
 from pgqueue.api.metrics import Metrics
 from pgqueue.api.queues import QueuesController
+from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
             TasksController,
             WorkersController,
             QueuesController,
+            SchedulesController,
             HealthController,
             stream,
         ],
