@@ -29,6 +29,10 @@ class Reporter(Protocol):
         self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
     ) -> Task: ...
 
+    async def children(self, task: Task) -> list[Task]: ...
+
+    async def wait(self, task: Task, timeout_s: float | None) -> Task: ...
+
 
 class Context:
     """Handed to every handler call: the task, progress, checkpoints, usage, cancellation."""
@@ -112,6 +116,13 @@ class Context:
     def checkpoint_sync(self, token: str, data: Any = None) -> None:
         """``checkpoint`` for sync handlers (call from the handler's thread)."""
         asyncio.run_coroutine_threadsafe(self.checkpoint(token, data), self._loop).result()
+
+    async def wait_children(self, timeout_s: float | None = None) -> list[Task]:
+        """Wait until every child of this task is finished (or ``timeout_s`` passes) and
+        return them, oldest first. A parent that resumes after a crash finds the children
+        its earlier attempt enqueued."""
+        children = await self._reporter.children(self.task)
+        return [await self._reporter.wait(child, timeout_s) for child in children]
 
     def _note_cancel(self, requested: bool) -> None:
         if requested and not self.cancel_requested:

@@ -52,6 +52,13 @@ class HttpReporter:
         body = {"user_id": task.user_id, **fields, "parent_id": str(task.id)}
         return await self._client.submit(kind, payload, **body)
 
+    async def children(self, task: Task) -> list[Task]:
+        page = await self._client.list(parent_id=str(task.id), limit=500)
+        return sorted(page.items, key=lambda t: t.seq)
+
+    async def wait(self, task: Task, timeout_s: float | None) -> Task:
+        return await self._client.wait(task.id, timeout_s=timeout_s)
+
     def _lease(self, task: Task) -> str:
         return self._leases.get(task.id) or task.lease
 

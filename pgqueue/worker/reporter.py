@@ -38,6 +38,13 @@ class DatabaseReporter:
             body["payload"] = payload
         return (await self._queue.submit(new_task(body))).task
 
+    async def children(self, task: Task) -> list[Task]:
+        page = await self._queue.list(parent_id=task.id, limit=500)
+        return sorted(page.items, key=lambda t: t.seq)
+
+    async def wait(self, task: Task, timeout_s: float | None) -> Task:
+        return await self._queue.wait(task.id, timeout_s=timeout_s)
+
     async def _update(self, query: str, task: Task, params: dict[str, Any]) -> bool:
         fence = {"id": task.id, "attempt": task.attempts, "worker_id": task.worker_id}
         async with self._pool.connection() as conn:

@@ -350,3 +350,29 @@ async def test_a_limited_queue_moves_on_as_soon_as_a_slot_commits(
     assert [t.status for t in done] == [Status.COMPLETED] * 3
     spans = sorted((t.started_at, t.completed_at) for t in done)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # one at a time
+
+
+@app.task("child.double")
+async def child_double(ctx: pgqueue.Context, payload: dict[str, Any]) -> int:
+    return int(payload["n"]) * 2
+
+
+@app.task("parent.fanout")
+async def parent_fanout(ctx: pgqueue.Context, payload: dict[str, Any]) -> int:
+    if ctx.checkpoint_token != "spawned":  # a retried parent must not spawn twice
+        for n in payload["numbers"]:
+            await ctx.enqueue("child.double", {"n": n})
+        await ctx.checkpoint("spawned")
+    children = await ctx.wait_children(timeout_s=20)
+    assert all(c.status is Status.COMPLETED for c in children)
+    return sum(c.result for c in children)
+
+
+async def test_a_parent_enqueues_children_and_waits_for_them(queue: Queue, fast: Settings) -> None:
+    async with running_worker(app, fast, concurrency=5):
+        parent = await queue.enqueue("parent.fanout", {"numbers": [1, 2, 3]}, user_id="alice")
+        done = await queue.wait(parent.id, timeout_s=30)
+    assert (done.status, done.result) == (Status.COMPLETED, 12)
+    children = (await queue.list(parent_id=parent.id)).items
+    assert sorted(c.payload["n"] for c in children) == [1, 2, 3]
+    assert {c.user_id for c in children} == {"alice"}  # children belong to the parent's owner
