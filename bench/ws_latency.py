@@ -53,7 +53,7 @@ async def main() -> None:
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between tasks")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     dsn = fresh_database(args.dsn, "bench_ws")
     subprocess.run(
@@ -90,7 +90,8 @@ async def main() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             for i in range(args.tasks):
                 cur = await conn.execute(
-                    "INSERT INTO pgqueue.tasks (kind, payload) VALUES ('ws.bench', %s) RETURNING id",
+                    "INSERT INTO pgqueue.tasks (kind, payload)"
+                    " VALUES ('ws.bench', %s) RETURNING id",
                     (json.dumps({"i": i}),),
                 )
                 row = await cur.fetchone()
@@ -113,7 +114,8 @@ async def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     print(
-        f"{args.subscribers} subscribers x {args.tasks} tasks ({args.pause}s apart): delivered {delivered} "
+        f"{args.subscribers} subscribers x {args.tasks} tasks ({args.pause}s apart): "
+        f"delivered {delivered} "
         f"of {args.subscribers * args.tasks}; commit->subscriber p50 "
         f"{statistics.median(lat):.1f} ms, p99 {lat[int(len(lat) * 0.99) - 1]:.1f} ms, "
         f"max {lat[-1]:.1f} ms; server RSS with subscribers connected {rss_mb:.0f} MB"
