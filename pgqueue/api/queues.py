@@ -6,11 +6,23 @@ depths are shared facts and visible to every token.
 
 from __future__ import annotations
 
-from litestar import Controller, get
+import msgspec
+from litestar import Controller, get, patch
+from litestar.params import FromPath, JSONBody
 
-from pgqueue.api.schemas import QueueStats, QueueUsage, Stats, UserUsage
+from pgqueue.api.auth import Role, require
+from pgqueue.api.schemas import (
+    QueueSettings,
+    QueueSettingsPatch,
+    QueueStats,
+    QueueUsage,
+    Stats,
+    UserUsage,
+)
 from pgqueue.api.services import PrincipalDep, ServicesDep
 from pgqueue.db.queries import QUERIES
+from pgqueue.errors import InvalidInput
+from pgqueue.tasks import QueueName
 
 
 class QueuesController(Controller):
@@ -43,3 +55,32 @@ class QueuesController(Controller):
             cost=sum(u.cost for u in by_user),
         )
         return Stats(tasks=totals, usage=usage, by_user=by_user, by_queue=by_queue)
+
+    @patch("/queues/{name:str}", summary="Pause or resume a queue, set its concurrency limit")
+    async def settings(
+        self,
+        name: FromPath[str],
+        data: JSONBody[QueueSettingsPatch],
+        services: ServicesDep,
+        principal: PrincipalDep,
+    ) -> QueueSettings:
+        """Admins only. Resuming or raising the limit wakes the queue's workers at once."""
+        require(principal, Role.ADMIN)
+        try:
+            queue = msgspec.convert(name, QueueName)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput("name", f"{name!r} is not a queue name: {exc}") from None
+        if data.paused is msgspec.UNSET and data.concurrency_limit is msgspec.UNSET:
+            raise InvalidInput("paused", "give paused and/or concurrency_limit")
+        row = None
+        async with services.pool.connection() as conn, conn.transaction():
+            if data.paused is not msgspec.UNSET:
+                query = QUERIES["queue_pause"] if data.paused else QUERIES["queue_resume"]
+                row = await (await conn.execute(query, {"queue": queue})).fetchone()
+            if data.concurrency_limit is not msgspec.UNSET:
+                cur = await conn.execute(
+                    QUERIES["queue_set_limit"], {"queue": queue, "limit": data.concurrency_limit}
+                )
+                row = await cur.fetchone()
+        assert row is not None
+        return QueueSettings(*row)

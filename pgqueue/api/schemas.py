@@ -137,6 +137,24 @@ class QueueStats(msgspec.Struct, frozen=True):
     concurrency_limit: int | None
 
 
+class QueueSettingsPatch(_Input, frozen=True):
+    """``PATCH /queues/{name}``: pause/resume, and a concurrency limit (null removes it)."""
+
+    paused: bool | msgspec.UnsetType = msgspec.UNSET
+    concurrency_limit: Annotated[int, msgspec.Meta(ge=1, le=100000)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+
+
+class QueueSettings(msgspec.Struct, frozen=True):
+    """A queue's settings row, ``pgqueue.queues``; limits hold across all workers."""
+
+    name: str
+    concurrency_limit: int | None
+    paused: bool
+    updated_at: datetime
+
+
 class WorkerStatus(msgspec.Struct, frozen=True):
     id: str
     host: str
