@@ -118,7 +118,7 @@ class WorkersController(Controller):
         async with services.pool.connection() as conn:
             cur = conn.cursor(row_factory=task_row)
             await cur.execute(
-                QUERIES["task_claim_remote"],
+                QUERIES["task_claim"],
                 {
                     "worker_id": data.worker_id,
                     "queues": data.queues,

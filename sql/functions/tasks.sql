@@ -25,7 +25,7 @@ $$;
 -- Claim up to p_limit due tasks for one worker, in claim order (priority desc, run_at, seq),
 -- only of kinds it can run, skipping rows other claimers hold (SKIP LOCKED: claims never
 -- wait for each other). Paused queues are skipped; queues with a concurrency limit are
--- capped across all workers.
+-- capped across all workers. p_kinds NULL: any kind (remote workers that do not list theirs).
 CREATE OR REPLACE FUNCTION pgqueue.claim(p_worker_id text, p_queues text[], p_kinds text[],
                                          p_limit integer)
 RETURNS SETOF pgqueue.tasks LANGUAGE plpgsql AS $$
@@ -48,7 +48,7 @@ BEGIN
              CROSS JOIN LATERAL (
                    SELECT t.id, t.priority, t.run_at, t.seq FROM pgqueue.tasks t
                     WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
-                      AND t.kind = ANY(p_kinds)
+                      AND (p_kinds IS NULL OR t.kind = ANY(p_kinds))
                     ORDER BY t.priority DESC, t.run_at, t.seq
                     LIMIT p_limit
                       FOR UPDATE SKIP LOCKED) c
@@ -87,7 +87,7 @@ BEGIN
          CROSS JOIN LATERAL (
                SELECT t.id, t.priority, t.run_at, t.seq FROM pgqueue.tasks t
                 WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
-                  AND t.kind = ANY(p_kinds)
+                  AND (p_kinds IS NULL OR t.kind = ANY(p_kinds))
                 ORDER BY t.priority DESC, t.run_at, t.seq
                 LIMIT least(p_limit, coalesce(caps.free, p_limit))
                   FOR UPDATE SKIP LOCKED) c

@@ -2,8 +2,9 @@
 -- concurrency limits) lives in pgqueue.claim() in sql/functions/tasks.sql.
 
 -- name: task_claim
--- Claim up to %(limit)s due tasks of the given queues and kinds for one worker. Each returned
--- task is running, its attempts bumped: (attempts, worker_id) is the lease.
+-- Claim up to %(limit)s due tasks of the given queues and kinds (NULL: any kind) for one
+-- worker. Each returned task is running, its attempts bumped: (attempts, worker_id) is the
+-- lease.
 SELECT * FROM pgqueue.claim(%(worker_id)s, %(queues)s::text[], %(kinds)s::text[], %(limit)s);
 
 -- name: task_next_run_at
