@@ -121,3 +121,12 @@ def _payload_type(fn: HandlerFn) -> Any:
     if hint in (None, Any, dict, object) or hint is inspect.Parameter.empty:
         return None
     return hint
+
+
+def worker_queues(app: App, queues: list[str] | None, concurrency: int) -> list[str]:
+    """Check a worker's options (local or remote alike); the queues it will serve."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if not app.handlers:
+        raise ValueError("the app has no handlers: nothing to run")
+    return sorted(set(queues or app.queues))

@@ -31,7 +31,7 @@ from pgqueue.settings import Settings
 from pgqueue.tasks import Task, TaskId, new_worker_id
 from pgqueue.worker import heartbeat
 from pgqueue.worker.execute import execute
-from pgqueue.worker.handlers import App
+from pgqueue.worker.handlers import App, worker_queues
 from pgqueue.worker.outbox import Outbox
 from pgqueue.worker.reporter import DatabaseReporter
 
@@ -50,13 +50,10 @@ class Worker:
         concurrency: int = 10,
         worker_id: str | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if not app.handlers:
-            raise ValueError("the app has no handlers: nothing to run")
+        queues = worker_queues(app, queues, concurrency)
         self.app = app
         self.settings = settings
-        self.queues = sorted(set(queues or app.queues))
+        self.queues = queues
         self.concurrency = concurrency
         self.id = worker_id or new_worker_id()
         self.info = heartbeat.WorkerInfo(

@@ -26,7 +26,7 @@ from pgqueue.client import Client, LeasedTask, ServerError
 from pgqueue.errors import NotFound, StaleLease
 from pgqueue.tasks import Task, Usage, new_worker_id
 from pgqueue.worker.execute import Cancelled, Completed, Failed, Interrupted, Outcome, execute
-from pgqueue.worker.handlers import App
+from pgqueue.worker.handlers import App, worker_queues
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,10 @@ class RemoteWorker:
         claim_wait_s: float = 10.0,
         shutdown_grace_s: float = 30.0,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if not app.handlers:
-            raise ValueError("the app has no handlers: nothing to run")
+        queues = worker_queues(app, queues, concurrency)
         self.app = app
         self.client = client
-        self.queues = sorted(set(queues or app.queues))
+        self.queues = queues
         self.concurrency = concurrency
         self.id = worker_id or new_worker_id()
         self.heartbeat_s = heartbeat_s
