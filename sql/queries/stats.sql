@@ -3,30 +3,13 @@
 -- the operator views in sql/views/ give the same numbers to psql users.
 
 -- name: stats_queues
--- Per queue: counts by status, what is due now and how long the oldest due task has waited,
--- throughput over the last minute, and the queue's settings (pgqueue.queues) if it has any.
-SELECT coalesce(t.queue, q.name) AS name,
-       coalesce(t.pending, 0) AS pending, coalesce(t.running, 0) AS running,
-       coalesce(t.completed, 0) AS completed, coalesce(t.failed, 0) AS failed,
-       coalesce(t.cancelled, 0) AS cancelled, coalesce(t.due, 0) AS due,
-       coalesce(t.oldest_due_age_s, 0)::float8 AS oldest_due_age_s,
-       coalesce(t.completed_last_minute, 0) AS completed_last_minute,
-       coalesce(q.paused, false) AS paused, q.concurrency_limit
-  FROM (SELECT queue,
-               count(*) FILTER (WHERE status = 'pending') AS pending,
-               count(*) FILTER (WHERE status = 'running') AS running,
-               count(*) FILTER (WHERE status = 'completed') AS completed,
-               count(*) FILTER (WHERE status = 'failed') AS failed,
-               count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-               count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
-               extract(epoch FROM now() - min(run_at) FILTER (
-                   WHERE status = 'pending' AND run_at <= now())) AS oldest_due_age_s,
-               count(*) FILTER (WHERE status = 'completed'
-                                  AND completed_at > now() - interval '1 minute')
-                   AS completed_last_minute
-          FROM pgqueue.tasks GROUP BY queue) t
-  FULL JOIN pgqueue.queues q ON q.name = t.queue
- ORDER BY 1;
+-- Per queue: counts by status, due now, age of the oldest due task, throughput over the last
+-- minute, settings. Read from the operator view so psql and GET /queues cannot disagree.
+SELECT queue AS name, pending, running, completed, failed, cancelled, due,
+       oldest_due_age_s::float8 AS oldest_due_age_s, completed_last_minute, paused,
+       concurrency_limit
+  FROM pgqueue.queue_stats
+ ORDER BY queue;
 
 -- name: stats_workers
 -- Live workers (local and remote) with the age of their last heartbeat.
