@@ -1,14 +1,14 @@
-"""pgqueue side by side with PGQueuer and Procrastinate: `python3 bench/compare.py`.
+"""pgqueue beside PGQueuer and Procrastinate, one measurement at a time; used by bench/run.py.
 
-Creates bench/.venv with pgqueue (editable) and the peers (never runtime dependencies of
-pgqueue), then runs every metric for every system in fresh databases, rounds interleaved
-(A B C A B C ...), and prints a markdown table of medians with min-max.
-Options: --rounds N (default 3), --dsn (a server where bench_* databases may be created).
+Importing this module moves the process into bench/.venv (created on first use with pgqueue
+editable and the peers pinned at the versions of issue 3 — never dependencies of pgqueue).
+`run_one` runs one metric of one system in a new process against a new database; the
+per-system scripts under bench/systems/ say how each metric is taken. `fresh_database`
+(also used by bench/ws_latency.py) and `cell` (median with min-max) serve every benchmark.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -35,8 +35,8 @@ def ensure_venv() -> None:
             "-q",
             "-e",
             str(HERE.parent),
-            "pgqueuer",
-            "procrastinate",
+            "pgqueuer==1.6.0",
+            "procrastinate==3.10.0",
         ],
         check=True,
     )
@@ -61,17 +61,28 @@ METRICS: dict[str, tuple[dict[str, str], list[str]]] = {
 }
 
 
-def fresh_database(server: str, name: str) -> str:
+def fresh_database(server: str, name: str, template: str | None = None) -> str:
+    """Drop and create database `name` (a copy of `template` if given); returns its DSN.
+
+    A template is copied file by file (STRATEGY FILE_COPY): for a preloaded database of a
+    million rows that is seconds, where PostgreSQL 15's default WAL_LOG writes it all to WAL.
+    """
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        query += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(query)
     return make_conninfo(server, dbname=name)
 
 
-def run_one(server: str, system: str, metric: str, arg: str) -> dict[str, float]:
-    dsn = fresh_database(server, f"bench_{system}")
+def run_one(
+    server: str, system: str, metric: str, arg: str, template: str | None = None
+) -> dict[str, float]:
+    """One metric of one system in its own process, in a new database (copied from template)."""
+    dsn = fresh_database(server, f"bench_{system}", template)
     script = HERE / "systems" / f"{system}_bench.py"
     out = subprocess.run(
         [str(PYTHON), str(script), metric, dsn, arg],
@@ -88,36 +99,9 @@ def run_one(server: str, system: str, metric: str, arg: str) -> dict[str, float]
 
 
 def cell(values: list[float]) -> str:
-    fmt = "{:,.0f}" if statistics.median(values) >= 100 else "{:.2f}"
+    """Median (min-max); whole numbers (with thousands separators) from 100 up and for counts."""
+    whole = statistics.median(values) >= 100 or all(v == int(v) for v in values)
+    fmt = "{:,.0f}" if whole else "{:.2f}"
     shown = [statistics.median(values), min(values), max(values)]
     median, low, high = (fmt.format(v) for v in shown)
     return f"{median} ({low}–{high})"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--only", default=",".join(METRICS))
-    args = parser.parse_args()
-    metrics = [m for m in args.only.split(",") if m]
-    results: dict[tuple[str, str, str], list[float]] = {}
-    for round_no in range(args.rounds):
-        for metric in metrics:
-            per_system, keys = METRICS[metric]
-            for system in SYSTEMS:  # interleaved: each round visits every system
-                value = run_one(args.dsn, system, metric, per_system[system])
-                for key in keys:
-                    results.setdefault((metric, key, system), []).append(value[key])
-                print(f"round {round_no + 1} {metric:8s} {system:14s} {value}", file=sys.stderr)
-    print(f"\n{args.rounds} rounds, median (min–max)\n")
-    print("| metric | " + " | ".join(SYSTEMS) + " |")
-    print("|---|" + "---|" * len(SYSTEMS))
-    for metric in metrics:
-        for key in METRICS[metric][1]:
-            row = [cell(results[(metric, key, s)]) for s in SYSTEMS]
-            print(f"| {metric} {key} | " + " | ".join(row) + " |")
-
-
-if __name__ == "__main__":
-    main()

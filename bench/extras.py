@@ -1,31 +1,62 @@
-"""pgqueue-only figures of issue 3: `python3 bench/extras.py [--dsn SERVER]`.
+"""pgqueue-only measurements of issue 3, one function each; bench/run.py calls them per round.
 
-- idle: statements per second an idle worker process costs the database (xact_commit delta
-  of its own database over 20 s; nothing else connected);
-- rss: resident memory of one worker process at concurrency 100 after draining 5,000 tasks;
-- scale: drain 20,000 tasks with 4 worker processes against 1 (wall time until all done).
+Each runs pgqueue as shipped, in processes of its own (`pgqueue worker`, `pgqueue serve
+--insecure`), against a new database, and returns plain numbers:
+
+- `idle_cost`: what an idle worker process costs the database, as transactions per second
+  (`xact_commit + xact_rollback` of its own database over a window; pg_stat_statements is
+  not used because it needs shared_preload_libraries, i.e. a server restart);
+- `worker_rss`: resident memory of one worker at concurrency 100 after draining 5,000 tasks;
+- `processes_drain`: 20,000 tasks drained by N worker processes, timed from resuming the
+  paused queue (processes started and registered first, so interpreter start-up is not in
+  the figure) until the last task is completed;
+- `build_preloaded`: a template database holding 1,000,000 finished and 100,000
+  future-dated tasks, copied per round for the scale drain (`compare.run_one(template=…)`);
+- `http_figures`: `POST /tasks` and `POST /tasks/batch` against one server process, load
+  from bench/http_load.py in separate processes;
+- `websocket`: bench/ws_latency.py as a subprocess, its last stdout line as JSON.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import fresh_database  # moves into bench/.venv when started with plain python3
 
-ROOT = Path(__file__).resolve().parent.parent
+# isort: split
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; stdout is kept for results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def migrate(dsn: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pgqueue", "migrate", "--dsn", dsn], check=True, capture_output=True
+    )
 
 
 def worker(dsn: str, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT / "bench" / "systems")}
+    """`pgqueue worker` with bench/systems/pgqueue_bench.py's no-op handler."""
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(HERE / "systems")}
     return subprocess.Popen(
         [
             sys.executable,
@@ -43,25 +74,6 @@ def worker(dsn: str, concurrency: int) -> subprocess.Popen[bytes]:
     )
 
 
-def count(dsn: str, query: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(query).fetchone()  # type: ignore[arg-type]
-    return int(row[0]) if row else 0
-
-
-def wait_done(dsn: str, n: int) -> None:
-    while count(dsn, "SELECT count(*) FROM pgqueue.tasks WHERE status = 'completed'") < n:
-        time.sleep(0.01)
-
-
-def enqueue(dsn: str, n: int) -> None:
-    subprocess.run(
-        [sys.executable, str(ROOT / "bench/systems/pgqueue_bench.py"), "bulk", dsn, str(n)],
-        check=True,
-        capture_output=True,
-    )
-
-
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         p.send_signal(signal.SIGTERM)
@@ -69,54 +81,266 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait(timeout=60)
 
 
-def idle(server: str) -> float:
-    dsn = fresh_database(server, "bench_idle")
-    enqueue(dsn, 1)  # migrates
-    procs = [worker(dsn, 10)]
-    time.sleep(5)
-    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    query = f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{name}'"
-    before = count(server, query)
-    time.sleep(20)
-    after = count(server, query)
-    stop(procs)
-    return (after - before - 1) / 20  # minus our own second look
+def scalar(conn: psycopg.Connection, query: str) -> int:  # type: ignore[type-arg]
+    row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row else 0
 
 
-def rss(server: str) -> float:
-    dsn = fresh_database(server, "bench_rss")
-    enqueue(dsn, 5000)
-    procs = [worker(dsn, 100)]
-    wait_done(dsn, 5000)
-    status = Path(f"/proc/{procs[0].pid}/status").read_text().splitlines()
-    kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
-    stop(procs)
-    return kb / 1024
+def wait_for(dsn: str, query: str, at_least: int, timeout: float = 300) -> None:
+    """Poll `query` (one number) on one connection every 20 ms until it reaches at_least."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while scalar(conn, query) < at_least:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{query} stayed below {at_least} for {timeout} s")
+            time.sleep(0.02)
 
 
-def scale(server: str, processes: int) -> float:
-    dsn = fresh_database(server, f"bench_scale{processes}")
-    enqueue(dsn, 20000)
-    t0 = time.perf_counter()
-    procs = [worker(dsn, 500 // processes) for _ in range(processes)]
-    wait_done(dsn, 20000)
-    rate = 20000 / (time.perf_counter() - t0)
-    stop(procs)
-    return rate
+def wait_completed(dsn: str, n: int) -> None:
+    wait_for(dsn, "SELECT count(*) FROM pgqueue.tasks WHERE status = 'completed'", n)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    args = parser.parse_args()
-    print(f"idle worker: {idle(args.dsn):.2f} transactions/s")
-    print(f"worker RSS at concurrency 100 after 5,000 tasks: {rss(args.dsn):.0f} MB")
-    one, four = scale(args.dsn, 1), scale(args.dsn, 4)
-    print(
-        f"drain 20,000 (incl. process start): 1 process {one:,.0f}/s, 4 processes {four:,.0f}/s "
-        f"({four / one:.2f}x)"
+def enqueue(dsn: str, n: int) -> None:
+    """n no-op tasks in one call (migrates first), through pgqueue's own bulk enqueue."""
+    subprocess.run(
+        [sys.executable, str(HERE / "systems" / "pgqueue_bench.py"), "bulk", dsn, str(n)],
+        check=True,
+        capture_output=True,
     )
 
 
-if __name__ == "__main__":
-    main()
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def idle_cost(server: str, seconds: float = 30) -> float:
+    """Transactions per second of one idle worker's database (nothing else connects to it).
+
+    Backends report their counters to pg_stat_database when idle, at most once a second and
+    at the latest ten seconds later; a window of 30 s keeps that blur small.
+    """
+    dsn = fresh_database(server, "bench_idle")
+    migrate(dsn)
+    procs = [worker(dsn, 10)]
+    try:
+        time.sleep(5)  # start-up, first heartbeat, first scheduler and retention passes
+        name = conninfo_to_dict(dsn)["dbname"]
+        query = (  # read from the server's database: our own look does not count here
+            f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{name}'"
+        )
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            before = scalar(conn, query)
+            time.sleep(seconds)
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            after = scalar(conn, query)
+    finally:
+        stop(procs)
+    return (after - before) / seconds
+
+
+def worker_rss(server: str, n: int = 5000, concurrency: int = 100) -> float:
+    """MB resident in one worker process at `concurrency` after it drained n tasks."""
+    dsn = fresh_database(server, "bench_rss")
+    enqueue(dsn, n)
+    procs = [worker(dsn, concurrency)]
+    try:
+        wait_completed(dsn, n)
+        return rss_mb(procs[0].pid)
+    finally:
+        stop(procs)
+
+
+def processes_drain(server: str, processes: int, n: int = 20000, concurrency: int = 500) -> float:
+    """Tasks/s drained by `processes` workers sharing `concurrency`, from a paused queue.
+
+    The queue is paused, filled, the workers started and registered in pgqueue.workers; the
+    clock starts when the queue is resumed (which wakes them by NOTIFY) and stops when the
+    last task is completed.
+    """
+    dsn = fresh_database(server, f"bench_procs{processes}")
+    migrate(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pgqueue.pause_queue('default')")
+    enqueue(dsn, n)
+    procs = [worker(dsn, concurrency // processes) for _ in range(processes)]
+    try:
+        wait_for(dsn, "SELECT count(*) FROM pgqueue.workers", processes, timeout=60)
+        time.sleep(1)  # each settles into its idle wait
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            t0 = time.perf_counter()
+            conn.execute("SELECT pgqueue.resume_queue('default')")
+        wait_completed(dsn, n)
+        return n / (time.perf_counter() - t0)
+    finally:
+        stop(procs)
+
+
+PRELOAD = [
+    # No event rows and no NOTIFY for history that never happened live.
+    "ALTER TABLE pgqueue.tasks DISABLE TRIGGER USER",
+    # Finished an hour ago: younger than retention (7 days), which the worker also runs.
+    """INSERT INTO pgqueue.tasks (kind, payload, status, attempts, created_at, run_at,
+                                 started_at, completed_at, updated_at, result)
+       SELECT 'noop', jsonb_build_object('i', g), 'completed', 1, now() - interval '1 hour',
+              now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour',
+              now() - interval '1 hour', 'null'
+         FROM generate_series(1, %(finished)s::int) g""",
+    """INSERT INTO pgqueue.tasks (kind, payload, run_at)
+       SELECT 'noop', jsonb_build_object('i', g), now() + interval '30 days'
+         FROM generate_series(1, %(future)s::int) g""",
+    "ALTER TABLE pgqueue.tasks ENABLE TRIGGER USER",
+]
+
+
+def build_preloaded(server: str, finished: int, future: int) -> str:
+    """A migrated template database with `finished` completed and `future` future-dated tasks.
+
+    Built once per run; each round copies it (CREATE DATABASE … TEMPLATE), so every round
+    starts from the same fresh state. Connections to it are then refused, as a template's
+    must be (a stray one would make the copy fail).
+    """
+    name = "bench_scale_template"
+    t0 = time.perf_counter()
+    dsn = fresh_database(server, name)
+    migrate(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with conn.transaction():
+            for statement in PRELOAD:
+                params = {"finished": finished, "future": future} if "%(" in statement else None
+                conn.execute(statement, params)  # type: ignore[arg-type]
+        conn.execute("VACUUM ANALYZE pgqueue.tasks")
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+        )
+    seconds = time.perf_counter() - t0
+    log(f"preloaded {finished:,} finished + {future:,} future tasks in {seconds:.0f} s")
+    return name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(server: str) -> Iterator[str]:
+    """`pgqueue serve --insecure` (one process) on a new database; yields its base URL."""
+    dsn = fresh_database(server, "bench_http")
+    migrate(dsn)
+    port = free_port()
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PGQUEUE_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--log-level", "WARNING", "serve", "--insecure"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("pgqueue serve did not become ready")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def http_load(url: str, *args: str) -> dict[str, float]:
+    """bench/http_load.py in its own process(es); its JSON summary."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "http_load.py"), url, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = out.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"http_load.py failed:\n{out.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(lines[-1])
+    return result
+
+
+SINGLE_BODY = json.dumps({"kind": "bench.noop", "payload": {"n": 1}})
+
+
+def http_single(server: str, seconds: float, connections: int = 32) -> dict[str, float]:
+    """`POST /tasks`, one task each, from `connections` keep-alive connections (like wrk -c32)."""
+    with serving(server) as base:
+        return http_load(
+            f"{base}/tasks",
+            "--body",
+            SINGLE_BODY,
+            "--connections",
+            str(connections),
+            "--duration",
+            str(seconds),
+        )
+
+
+def http_batch(server: str, calls: int, size: int = 10000) -> dict[str, float]:
+    """`POST /tasks/batch` of `size` tasks, `calls` times one after another on one connection.
+
+    Adds tasks_per_s (tasks in all calls / seconds of all calls) to http_load's summary.
+    """
+    body = HERE / "results" / f"batch-{size}.json"
+    body.parent.mkdir(exist_ok=True)
+    body.write_text(json.dumps({"tasks": [json.loads(SINGLE_BODY)] * size}))
+    with serving(server) as base:
+        result = http_load(
+            f"{base}/tasks/batch",
+            "--body",
+            f"@{body}",
+            "--connections",
+            "1",
+            "--requests",
+            str(calls),
+        )
+    result["tasks_per_s"] = result["requests"] * size / result["seconds"]
+    return result
+
+
+def websocket(server: str, subscribers: int, tasks: int, pause: float) -> dict[str, float] | None:
+    """bench/ws_latency.py as it stands; None when its last stdout line is not a JSON object
+    (the version that prints only a sentence) or it fails."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "ws_latency.py"),
+            "--dsn",
+            server,
+            "--subscribers",
+            str(subscribers),
+            "--tasks",
+            str(tasks),
+            "--pause",
+            str(pause),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = out.stdout.strip().splitlines()
+    last = lines[-1] if lines else ""
+    try:
+        result = json.loads(last)
+    except json.JSONDecodeError:
+        result = None
+    if out.returncode != 0 or not isinstance(result, dict):
+        log(f"ws_latency.py gave no JSON (exit {out.returncode}): {last or out.stderr[-500:]}")
+        return None
+    return result

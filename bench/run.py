@@ -1,0 +1,381 @@
+"""Every benchmark of issue 3 in one command: `python3 bench/run.py [--rounds 3] [--quick]`.
+
+Moves into bench/.venv (pgqueue editable, PGQueuer 1.6.0 and Procrastinate 3.10.0 — the peers
+live there only), then runs the chosen benchmarks round after round, every benchmark once per
+round and every system once per benchmark (A B C, A B C, …), each against a new database.
+Progress goes to stderr; stdout gets one markdown table: medians with min-max over rounds,
+pgqueue beside the peers where they have the feature, the target computed from the same run
+(e.g. 1.5 x the best peer's median) and whether pgqueue meets it.
+
+Benchmarks (`--only`, comma-separated):
+  enqueue, bulk, drain, latency   pgqueue vs PGQueuer vs Procrastinate (bench/compare.py,
+                                  bench/systems/*)
+  scale       pgqueue's drain with 1,000,000 finished + 100,000 future-dated rows in the table,
+              as a fraction of the empty-table drain of the same round
+  processes   drain with 4 `pgqueue worker` processes vs 1
+  idle        transactions/s of an idle worker
+  rss         worker RSS at concurrency 100
+  http        `POST /tasks` requests/s and `POST /tasks/batch` tasks/s, one server process,
+              load from bench/http_load.py in its own process
+  ws          bench/ws_latency.py: WebSocket p99 and server RSS with 1,000 subscribers
+`--quick` shrinks every size for a smoke run of the harness (its numbers are not the targets').
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # moves into bench/.venv when started with plain python3
+import extras
+
+PEERS = ["pgqueuer", "procrastinate"]
+PEER_NAMES = {"pgqueuer": "PGQueuer", "procrastinate": "Procrastinate"}
+BENCHMARKS = [
+    "enqueue",
+    "bulk",
+    "drain",
+    "latency",
+    "scale",
+    "processes",
+    "idle",
+    "rss",
+    "http",
+    "ws",
+]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark is; --quick divides the work, not the method."""
+
+    shrink: int  # compare.METRICS counts are divided by this
+    finished: int  # scale: finished rows preloaded
+    future: int  # scale: future-dated rows preloaded
+    drain: int  # processes: tasks
+    idle_s: float
+    rss_tasks: int
+    http_s: float
+    batch_calls: int
+    subscribers: int
+    ws_tasks: int
+    ws_pause: float
+
+
+FULL = Sizes(1, 1_000_000, 100_000, 20_000, 30, 5000, 10, 5, 1000, 50, 0.2)
+QUICK = Sizes(5, 100_000, 10_000, 5_000, 10, 2000, 3, 2, 100, 20, 0.05)
+
+Results = dict[tuple[str, str], list[float]]  # (row key, system) -> one value per round
+
+
+def compare_arg(metric: str, system: str, sizes: Sizes) -> str:
+    arg = compare.METRICS[metric][0][system]
+    return str(int(arg) // sizes.shrink) if arg.isdigit() else arg
+
+
+class Runner:
+    """Runs one round of each benchmark and files every figure under its row key."""
+
+    def __init__(self, server: str, sizes: Sizes) -> None:
+        self.server = server
+        self.sizes = sizes
+        self.results: Results = {}
+        self.template: str | None = None
+        self.empty_drain: float | None = None  # pgqueue's drain of this round, empty table
+
+    def add(self, key: str, system: str, value: float | None) -> None:
+        if value is not None:
+            self.results.setdefault((key, system), []).append(value)
+
+    def measure(self, what: str, fn: Callable[[], object]) -> object | None:
+        """Run one measurement; a failure is reported and leaves its cell empty."""
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as e:  # one failed figure must not lose the others
+            extras.log(f"  {what}: FAILED {type(e).__name__}: {e}")
+            return None
+        extras.log(f"  {what}: {value} ({time.perf_counter() - t0:.0f} s)")
+        return value
+
+    def peer_metric(self, metric: str) -> None:
+        for system in compare.SYSTEMS:
+            arg = compare_arg(metric, system, self.sizes)
+            value = self.measure(
+                f"{metric} {system}",
+                lambda s=system, a=arg: compare.run_one(self.server, s, metric, a),
+            )
+            if isinstance(value, dict):
+                for key in compare.METRICS[metric][1]:
+                    self.add(f"{metric}.{key}", system, value[key])
+                if metric == "drain" and system == "pgqueue":
+                    self.empty_drain = value["tasks_per_s"]
+
+    def scale(self) -> None:
+        arg = compare_arg("drain", "pgqueue", self.sizes)
+        if self.template is None:
+            self.template = extras.build_preloaded(
+                self.server, self.sizes.finished, self.sizes.future
+            )
+        if self.empty_drain is None:  # drain was not chosen: measure the empty table here
+            empty = self.measure(
+                "scale: empty", lambda: compare.run_one(self.server, "pgqueue", "drain", arg)
+            )
+            self.empty_drain = empty["tasks_per_s"] if isinstance(empty, dict) else None
+        full = self.measure(
+            "scale: preloaded",
+            lambda: compare.run_one(self.server, "pgqueue", "drain", arg, template=self.template),
+        )
+        if isinstance(full, dict):
+            self.add("scale.tasks_per_s", "pgqueue", full["tasks_per_s"])
+            if self.empty_drain:
+                self.add("scale.ratio", "pgqueue", full["tasks_per_s"] / self.empty_drain)
+
+    def processes(self) -> None:
+        rates = {}
+        for n in (1, 4):
+            value = self.measure(
+                f"processes {n}",
+                lambda n=n: extras.processes_drain(self.server, n, self.sizes.drain),
+            )
+            if isinstance(value, float):
+                rates[n] = value
+                self.add(f"processes.{n}", "pgqueue", value)
+        if len(rates) == 2:
+            self.add("processes.ratio", "pgqueue", rates[4] / rates[1])
+
+    def idle(self) -> None:
+        value = self.measure("idle", lambda: extras.idle_cost(self.server, self.sizes.idle_s))
+        self.add("idle", "pgqueue", value if isinstance(value, float) else None)
+
+    def rss(self) -> None:
+        value = self.measure("rss", lambda: extras.worker_rss(self.server, self.sizes.rss_tasks))
+        self.add("rss", "pgqueue", value if isinstance(value, float) else None)
+
+    def http(self) -> None:
+        single = self.measure(
+            "http single", lambda: extras.http_single(self.server, self.sizes.http_s)
+        )
+        if isinstance(single, dict):
+            for key in ("requests_per_s", "p50_ms", "p99_ms"):
+                self.add(f"http.single.{key}", "pgqueue", single[key])
+        batch = self.measure(
+            "http batch", lambda: extras.http_batch(self.server, self.sizes.batch_calls)
+        )
+        if isinstance(batch, dict):
+            self.add("http.batch.tasks_per_s", "pgqueue", batch["tasks_per_s"])
+        if isinstance(single, dict) and isinstance(batch, dict):
+            self.add("http.errors", "pgqueue", single["errors"] + batch["errors"])
+
+    def ws(self) -> None:
+        s = self.sizes
+        value = self.measure(
+            "ws", lambda: extras.websocket(self.server, s.subscribers, s.ws_tasks, s.ws_pause)
+        )
+        if isinstance(value, dict):
+            for key in ("p50_ms", "p99_ms", "server_rss_mb"):
+                self.add(f"ws.{key}", "pgqueue", value.get(key))
+            if value.get("expected"):
+                self.add("ws.delivered", "pgqueue", value["delivered"] / value["expected"])
+
+    def round(self, chosen: list[str]) -> None:
+        self.empty_drain = None
+        for name in chosen:
+            if name in compare.METRICS:
+                self.peer_metric(name)
+            else:
+                getattr(self, name)()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: which figure, whether peers have it, and its target."""
+
+    label: str
+    key: str
+    peers: bool = False
+    target: Callable[[Results], tuple[str, float | None, bool]] | None = None
+    # target(results) -> (text, threshold, higher_is_better)
+
+
+def vs_best_peer(key: str, factor: float) -> Callable[[Results], tuple[str, float | None, bool]]:
+    """factor x the best peer's median (higher is better)."""
+
+    def target(results: Results) -> tuple[str, float | None, bool]:
+        medians = {p: statistics.median(results[(key, p)]) for p in PEERS if (key, p) in results}
+        if not medians:
+            return "n/a", None, True
+        best = max(medians, key=lambda p: medians[p])
+        value = factor * medians[best]
+        return f"≥ {value:,.0f} ({factor}× {PEER_NAMES[best]})", value, True
+
+    return target
+
+
+def at_least(value: float, text: str) -> Callable[[Results], tuple[str, float | None, bool]]:
+    return lambda _: (f"≥ {text}", value, True)
+
+
+def at_most(value: float, text: str) -> Callable[[Results], tuple[str, float | None, bool]]:
+    return lambda _: (f"≤ {text}", value, False)
+
+
+def rows(sizes: Sizes) -> list[Row]:
+    n = {m: int(compare_arg(m, "pgqueue", sizes)) for m in ("enqueue", "bulk", "drain")}
+    procrastinate_drain = int(compare_arg("drain", "procrastinate", sizes))
+    return [
+        Row(
+            f"enqueue {n['enqueue']:,} one at a time, tasks/s",
+            "enqueue.tasks_per_s",
+            peers=True,
+            target=vs_best_peer("enqueue.tasks_per_s", 1.5),
+        ),
+        Row(
+            f"bulk enqueue of {n['bulk']:,}, tasks/s",
+            "bulk.tasks_per_s",
+            peers=True,
+            target=vs_best_peer("bulk.tasks_per_s", 1.5),
+        ),
+        Row(
+            f"drain {n['drain']:,} no-ops, one worker process, tasks/s "
+            f"(Procrastinate: {procrastinate_drain:,})",
+            "drain.tasks_per_s",
+            peers=True,
+            target=vs_best_peer("drain.tasks_per_s", 1.5),
+        ),
+        Row(
+            "enqueue → handler start, p50 ms",
+            "latency.p50_ms",
+            peers=True,
+            target=at_most(1, "1 ms"),
+        ),
+        Row(
+            "enqueue → handler start, p99 ms",
+            "latency.p99_ms",
+            peers=True,
+            target=at_most(3, "3 ms"),
+        ),
+        Row(
+            f"HTTP `POST /tasks`, 32 connections, requests/s ({sizes.http_s:g} s)",
+            "http.single.requests_per_s",
+            target=at_least(2000, "2,000"),
+        ),
+        Row("HTTP `POST /tasks` latency p50 ms", "http.single.p50_ms"),
+        Row("HTTP `POST /tasks` latency p99 ms", "http.single.p99_ms"),
+        Row(
+            f"HTTP `POST /tasks/batch` of 10,000, tasks/s ({sizes.batch_calls} calls)",
+            "http.batch.tasks_per_s",
+            target=at_least(20000, "20,000"),
+        ),
+        Row(
+            "HTTP responses not 201 or dropped (single + batch)",
+            "http.errors",
+            target=at_most(0, "0"),
+        ),
+        Row(
+            f"WebSocket commit → subscriber p50 ms, {sizes.subscribers:,} subscribers",
+            "ws.p50_ms",
+        ),
+        Row(
+            f"WebSocket commit → subscriber p99 ms, {sizes.subscribers:,} subscribers",
+            "ws.p99_ms",
+            target=at_most(20, "20 ms"),
+        ),
+        Row("WebSocket messages delivered / expected", "ws.delivered", target=at_least(1, "1")),
+        Row(
+            f"API RSS MB with {sizes.subscribers:,} subscribers",
+            "ws.server_rss_mb",
+            target=at_most(150, "150 MB"),
+        ),
+        Row(
+            f"drain {n['drain']:,} with {sizes.finished:,} finished + {sizes.future:,} "
+            "future rows, tasks/s",
+            "scale.tasks_per_s",
+        ),
+        Row(
+            "… as a fraction of the empty-table drain (same round)",
+            "scale.ratio",
+            target=at_least(0.8, "0.80"),
+        ),
+        Row(
+            f"drain {sizes.drain:,}, 1 `pgqueue worker` process, tasks/s "
+            "(from resume; start-up excluded)",
+            "processes.1",
+        ),
+        Row(f"drain {sizes.drain:,}, 4 `pgqueue worker` processes, tasks/s", "processes.4"),
+        Row("4 processes vs 1 (same round)", "processes.ratio", target=at_least(1.6, "1.6×")),
+        Row(
+            f"idle worker, transactions/s (pg_stat_database xact delta; {sizes.idle_s:g} s window)",
+            "idle",
+            target=at_most(1, "1"),
+        ),
+        Row(
+            f"worker RSS MB, concurrency 100, after {sizes.rss_tasks:,} tasks",
+            "rss",
+            target=at_most(150, "150 MB"),
+        ),
+    ]
+
+
+def table(results: Results, sizes: Sizes) -> str:
+    """The markdown table: one row per figure that was measured."""
+    lines = [
+        "| metric | pgqueue | PGQueuer | Procrastinate | target | met? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows(sizes):
+        if not any(key == row.key for key, _ in results):
+            continue
+        ours = results.get((row.key, "pgqueue"))
+        cells = [compare.cell(ours) if ours else "failed"]
+        for peer in PEERS:
+            values = results.get((row.key, peer))
+            cells.append(compare.cell(values) if values else "failed" if row.peers else "—")
+        text, met = "—", "—"
+        if row.target is not None:
+            text, threshold, higher = row.target(results)
+            if threshold is None or not ours:
+                met = "n/a"
+            else:
+                median = statistics.median(ours)
+                met = (
+                    "**yes**" if (median >= threshold if higher else median <= threshold) else "no"
+                )
+        lines.append(f"| {row.label} | " + " | ".join([*cells, text, met]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmarks")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = parser.parse_args()
+    chosen = [b for b in args.only.split(",") if b]
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {BENCHMARKS}")
+    sizes = QUICK if args.quick else FULL
+    runner = Runner(args.dsn, sizes)
+    t0 = time.perf_counter()
+    for round_no in range(args.rounds):
+        extras.log(f"round {round_no + 1} of {args.rounds}")
+        runner.round(chosen)
+    extras.log(
+        f"{args.rounds} round(s){' (--quick)' if args.quick else ''} in "
+        f"{time.perf_counter() - t0:.0f} s; median (min–max) over rounds"
+    )
+    print(table(runner.results, sizes))
+
+
+if __name__ == "__main__":
+    main()
