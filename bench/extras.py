@@ -3,9 +3,10 @@
 Each runs pgqueue as shipped, in processes of its own (`pgqueue worker`, `pgqueue serve
 --insecure`), against a new database, and returns plain numbers:
 
-- `idle_cost`: what an idle worker process costs the database, as transactions per second
-  (`xact_commit + xact_rollback` of its own database over a window; pg_stat_statements is
-  not used because it needs shared_preload_libraries, i.e. a server restart);
+- `idle_cost`: what an idle worker process costs the database per second: statements
+  counted on the wire by a proxy (bench/statement_counter.py; pg_stat_statements would
+  need shared_preload_libraries, i.e. a server restart) and transactions from
+  pg_stat_database;
 - `worker_rss`: resident memory of one worker at concurrency 100 after draining 5,000 tasks;
 - `processes_drain`: 20,000 tasks drained by N worker processes, timed from resuming the
   paused queue (processes started and registered first, so interpreter start-up is not in
@@ -38,6 +39,7 @@ from compare import fresh_database  # moves into bench/.venv when started with p
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from statement_counter import StatementCounter
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -114,30 +116,41 @@ def rss_mb(pid: int) -> float:
     return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
-def idle_cost(server: str, seconds: float = 30) -> float:
-    """Transactions per second of one idle worker's database (nothing else connects to it).
+def idle_cost(server: str, seconds: float = 30) -> dict[str, float]:
+    """What one idle worker costs its database, per second, over a window of `seconds`.
 
-    Backends report their counters to pg_stat_database when idle, at most once a second and
-    at the latest ten seconds later; a window of 30 s keeps that blur small.
+    statements_per_s: every statement the worker sent (bench/statement_counter.py counts
+    them on the wire; BEGIN and COMMIT included, as pg_stat_statements would).
+    transactions_per_s: xact_commit + xact_rollback of its database (nothing else connects
+    to it). Backends report those when idle, at most once a second and up to ten seconds
+    late, so the window is long. The most frequent statements go to stderr.
     """
     dsn = fresh_database(server, "bench_idle")
     migrate(dsn)
-    procs = [worker(dsn, 10)]
-    try:
-        time.sleep(5)  # start-up, first heartbeat, first scheduler and retention passes
-        name = conninfo_to_dict(dsn)["dbname"]
-        query = (  # read from the server's database: our own look does not count here
-            f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{name}'"
-        )
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            before = scalar(conn, query)
-            time.sleep(seconds)
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            after = scalar(conn, query)
-    finally:
-        stop(procs)
-    return (after - before) / seconds
+    name = conninfo_to_dict(dsn)["dbname"]
+    query = (  # read from the server's database: our own look does not count here
+        f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{name}'"
+    )
+    with StatementCounter(dsn) as counter:
+        procs = [worker(counter.dsn, 10)]
+        try:
+            time.sleep(5)  # start-up, first heartbeat, first scheduler and retention passes
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                before = scalar(conn, query)
+                first, before_texts = counter.snapshot()
+                time.sleep(seconds)
+                last, texts = counter.snapshot()
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                after = scalar(conn, query)
+        finally:
+            stop(procs)
+    for text, n in (texts - before_texts).most_common(6):
+        log(f"    in the window the idle worker sent {n:4d} x {text}")
+    return {
+        "statements_per_s": (last - first) / seconds,
+        "transactions_per_s": (after - before) / seconds,
+    }
 
 
 def worker_rss(server: str, n: int = 5000, concurrency: int = 100) -> float:
