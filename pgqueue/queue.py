@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self
 import msgspec
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.listener import Listener
@@ -28,7 +29,7 @@ from pgqueue.db.rows import event_row, task_row
 from pgqueue.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from pgqueue.events import EVENTS
 from pgqueue.settings import Settings
-from pgqueue.tasks import Event, NewTask, Status, Task, TaskId
+from pgqueue.tasks import Event, NewTask, Status, Task, TaskId, created_task
 from pgqueue.watch import TaskWatcher
 
 if TYPE_CHECKING:
@@ -150,14 +151,16 @@ class Queue:
         self, task: NewTask, *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> Enqueued:
         """Enqueue a validated task and say whether it was an idempotent replay."""
-        params = self._insert_params(task)
+        payload = self._encode_payload(task.payload)
+        params = self._insert_params(task, payload)
         async with self._connection(conn) as c:
             for _ in range(10):  # a key released or deleted under our feet: try again
-                cur = c.cursor(row_factory=task_row)
+                # tuple rows whatever the caller's connection's row factory is
+                cur = c.cursor(row_factory=tuple_row)
                 await cur.execute(QUERIES["task_insert"], params)
-                created = await cur.fetchone()
-                if created is not None:
-                    return Enqueued(created, replayed=False)
+                inserted = await cur.fetchone()
+                if inserted is not None:
+                    return Enqueued(created_task(task, _decode(payload), inserted), replayed=False)
                 assert task.idempotency_key is not None  # only a key can conflict
                 holder = await self._key_holder(c, task.idempotency_key)
                 if holder is None:
@@ -180,41 +183,57 @@ class Queue:
         batch = [t if isinstance(t, NewTask) else self.new_task(t) for t in tasks]
         if not batch:
             return []
-        rows = [self._batch_row(t, i) for i, t in enumerate(batch)]
+        payloads = [
+            self._encode_payload(t.payload, f"tasks[{i}].payload") for i, t in enumerate(batch)
+        ]
+        rows = [_batch_row(t, p, i) for i, (t, p) in enumerate(zip(batch, payloads, strict=True))]
         async with self._connection(conn) as c, c.transaction():
-            cur = c.cursor(row_factory=task_row)
+            cur = c.cursor(row_factory=tuple_row)
             await cur.execute(
                 QUERIES["task_insert_many"],
                 {"tasks": msgspec.json.encode(rows).decode(), "user_id": user_id},
             )
-            created = sorted(await cur.fetchall(), key=lambda t: t.seq)
-            if len(created) == len(batch):
-                return created
-            return await self._merge_replays(c, batch, created)
+            inserted = sorted(await cur.fetchall(), key=lambda row: row[1])  # seq: input order
+            if len(inserted) == len(batch):
+                return [
+                    created_task(t, _decode(p), row)
+                    for t, p, row in zip(batch, payloads, inserted, strict=True)
+                ]
+            return await self._merge_replays(c, batch, payloads, inserted)
 
     async def _merge_replays(
-        self, conn: psycopg.AsyncConnection[Any], batch: list[NewTask], created: list[Task]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: list[NewTask],
+        payloads: list[str],
+        inserted: list[Any],
     ) -> list[Task]:
-        by_key = {t.idempotency_key: t for t in created if t.idempotency_key is not None}
+        """Input order again when some keys were taken: the inserted rows, and the holders."""
+        fresh = iter(row for row in inserted if row[_KEY_AT] is None)  # seq order = input order
+        by_key = {row[_KEY_AT]: row for row in inserted if row[_KEY_AT] is not None}
         missing = sorted({t.idempotency_key for t in batch if t.idempotency_key} - set(by_key))
         cur = conn.cursor(row_factory=task_row)
         await cur.execute(QUERIES["task_get_by_idempotency_keys"], {"keys": missing})
-        holders = {t.idempotency_key: t for t in await cur.fetchall()}
+        holders: dict[str | None, Task] = {t.idempotency_key: t for t in await cur.fetchall()}
         expired = [k for k, t in holders.items() if self._expired(t)]
         if expired:
             raise Conflict(
                 f"idempotency_key: keys {expired[:5]} belong to expired tasks; "
                 "enqueue them one by one to reuse them"
             )
-        fresh = iter(t for t in created if t.idempotency_key is None)
         out: list[Task] = []
-        for new in batch:
-            if new.idempotency_key is None:
-                out.append(next(fresh))
+        for new, payload in zip(batch, payloads, strict=True):
+            key = new.idempotency_key
+            if key is None:
+                out.append(created_task(new, _decode(payload), next(fresh)))
                 continue
-            holder = by_key.get(new.idempotency_key) or holders.get(new.idempotency_key)
+            holder = holders.get(key)
             if holder is None:
-                raise Conflict(f"idempotency_key: {new.idempotency_key!r} vanished; try again")
+                row = by_key.get(key)
+                if row is None:
+                    raise Conflict(f"idempotency_key: {key!r} vanished; try again")
+                # the first task of the batch with this key was inserted; later ones replay it
+                holder = holders[key] = created_task(new, _decode(payload), row)
             _check_same_task(holder, new)
             out.append(holder)
         return out
@@ -234,23 +253,24 @@ class Queue:
         age = datetime.now(task.created_at.tzinfo) - task.created_at
         return age.total_seconds() > self.settings.idempotency_ttl_s
 
-    def _encode_payload(self, payload: Any) -> str:
+    def _encode_payload(self, payload: Any, field: str = "payload") -> str:
         try:
             encoded = msgspec.json.encode(payload)
         except (TypeError, msgspec.EncodeError) as exc:
-            raise InvalidInput("payload", f"is not JSON-serialisable: {exc}") from None
+            raise InvalidInput(field, f"is not JSON-serialisable: {exc}") from None
         if len(encoded) > self.settings.max_payload_bytes:
             raise PayloadTooLarge(
-                "payload",
+                field,
                 f"is {len(encoded)} bytes, more than the limit of "
                 f"{self.settings.max_payload_bytes} (PGQUEUE_MAX_PAYLOAD_BYTES)",
             )
         return encoded.decode()
 
-    def _insert_params(self, task: NewTask) -> dict[str, Any]:
+    @staticmethod
+    def _insert_params(task: NewTask, payload: str) -> dict[str, Any]:
         return {
             "kind": task.kind,
-            "payload": self._encode_payload(task.payload),
+            "payload": payload,
             "queue": task.queue,
             "priority": task.priority,
             "run_at": task.run_at,
@@ -264,22 +284,6 @@ class Queue:
             "tags": task.tags,
             "parent_id": task.parent_id,
         }
-
-    def _batch_row(self, task: NewTask, index: int) -> dict[str, Any]:
-        row = msgspec.structs.asdict(task)
-        try:
-            size = len(msgspec.json.encode(task.payload))
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise InvalidInput(
-                f"tasks[{index}].payload", f"is not JSON-serialisable: {exc}"
-            ) from None
-        if size > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"tasks[{index}].payload",
-                f"is {size} bytes, more than the limit of {self.settings.max_payload_bytes}",
-            )
-        row["ord"] = index
-        return row
 
     # -- read -------------------------------------------------------------------------
 
@@ -408,6 +412,21 @@ class Queue:
         else:
             async with self.pool.connection() as pooled:
                 yield pooled
+
+
+_KEY_AT = 5  # idempotency_key's place in task_insert(_many)'s RETURNING
+
+
+def _decode(payload: str) -> Any:
+    return msgspec.json.decode(payload)
+
+
+def _batch_row(task: NewTask, payload: str, index: int) -> dict[str, Any]:
+    """One element of task_insert_many's JSON array; the payload goes in already encoded."""
+    row = msgspec.structs.asdict(task)
+    row["payload"] = msgspec.Raw(payload.encode())
+    row["ord"] = index
+    return row
 
 
 def _check_same_task(holder: Task, new: NewTask) -> None:

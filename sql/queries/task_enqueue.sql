@@ -5,6 +5,8 @@
 -- Insert one task. With an idempotency key already taken this returns no row: the caller
 -- then reads the holder (task_get_by_idempotency_key). ON CONFLICT waits for a concurrent
 -- inserter of the same key to commit, so racing producers create exactly one task.
+-- RETURNING only what the database decided (the caller knows the rest, see
+-- pgqueue.tasks.created_task): decoding the whole row back cost a third of a bulk enqueue.
 INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries, timeout_s,
                                 backoff_base_s, backoff_max_s, idempotency_key, user_id, tags,
                                 parent_id)
@@ -14,17 +16,21 @@ VALUES (%(kind)s, %(payload)s::jsonb, %(queue)s, %(priority)s,
         %(backoff_max_s)s::float8, %(idempotency_key)s::text, %(user_id)s::text,
         %(tags)s::text[], %(parent_id)s::uuid)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING t.*;
+RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
 
 -- name: task_insert_many
 -- Insert a batch in one statement from one JSON array (parsed in C by jsonb_to_recordset:
 -- faster than binding 14 x N parameters, and unlike COPY it allows ON CONFLICT for keys).
 -- Rows whose key is taken are skipped; the caller reads their holders afterwards.
--- RETURNING order is not guaranteed; callers sort by seq, which follows input order.
+-- RETURNING order is not guaranteed; callers sort by seq, which follows input order, and
+-- match keyed rows by key. As above, only the columns the database decided come back:
+-- 20,000 tasks went from 21,000/s with RETURNING * to 32,000/s.
+-- Python always sends a payload, so a NULL from jsonb_to_recordset is a JSON null payload
+-- (as in task_insert), not a missing one.
 INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries, timeout_s,
                                 backoff_base_s, backoff_max_s, idempotency_key, user_id, tags,
                                 parent_id)
-SELECT r.kind, coalesce(r.payload, '{}'), coalesce(r.queue, 'default'), coalesce(r.priority, 0),
+SELECT r.kind, coalesce(r.payload, 'null'), coalesce(r.queue, 'default'), coalesce(r.priority, 0),
        coalesce(r.run_at, now()) + make_interval(secs => coalesce(r.delay_s, 0)),
        coalesce(r.max_retries, 3), r.timeout_s, r.backoff_base_s, r.backoff_max_s,
        r.idempotency_key, coalesce(r.user_id, %(user_id)s::text), coalesce(r.tags, '{}'),
@@ -36,7 +42,7 @@ SELECT r.kind, coalesce(r.payload, '{}'), coalesce(r.queue, 'default'), coalesce
            parent_id uuid, ord bigint)
  ORDER BY r.ord
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING t.*;
+RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
 
 -- name: task_get_by_idempotency_keys
 -- The tasks holding these idempotency keys (to replay them, or to find a conflict).

@@ -156,6 +156,38 @@ async def test_enqueue_many_keeps_input_order_and_replays_keys(queue: Queue) -> 
     assert tasks[4].priority == 7
 
 
+async def test_enqueued_tasks_are_what_the_database_holds(queue: Queue) -> None:
+    # enqueue builds its answer from the input and the few columns the INSERT returns;
+    # it must be the very row a later read gets.
+    parent = await queue.enqueue("k", {"nested": {"b": [1, 2.5, None], "a": "x"}})
+    fields: dict[str, Any] = {
+        "queue": "q.1",
+        "priority": -3,
+        "delay_s": 30,
+        "max_retries": 0,
+        "timeout_s": 1.5,
+        "backoff_base_s": 2,
+        "backoff_max_s": 9,
+        "idempotency_key": "same-row",
+        "user_id": "ann",
+        "tags": ["a", "b"],
+        "parent_id": parent.id,
+    }
+    one = await queue.enqueue("k", {"z": 1, "a": [True]}, **fields)
+    many = await queue.enqueue_many(
+        [{"kind": "k", "payload": i} for i in (None, 0, "s", [1])]
+        + [
+            {"kind": "k", **fields, "idempotency_key": "other"},
+            {"kind": "k", "payload": {"a": [True], "z": 1}, **fields},
+        ],
+        user_id="bob",
+    )
+    for task in [parent, one, *many]:
+        assert task == await queue.get(task.id)
+    assert many[-1].id == one.id  # the replayed key
+    assert [t.user_id for t in many] == ["bob"] * 4 + ["ann", "ann"]
+
+
 async def test_enqueue_many_is_all_or_nothing(queue: Queue) -> None:
     with pytest.raises(InvalidInput):
         await queue.enqueue_many([{"kind": "ok"}, {"kind": "ok", "priority": 5000}])
