@@ -156,7 +156,7 @@ async def main() -> None:
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    dsn = fresh_database(args.dsn, "bench_ws")
+    dsn = fresh_database(args.dsn, f"bench_ws_{args.port}")  # one per port: runs may overlap
     subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate", "--dsn", dsn], check=True, capture_output=True
     )
@@ -171,6 +171,8 @@ async def main() -> None:
     clients: list[asyncio.subprocess.Process] = []
     try:
         await asyncio.sleep(3 + args.server_workers)
+        if server.poll() is not None:  # e.g. the port was taken: never measure someone else's
+            raise SystemExit(f"pgqueue serve exited with {server.returncode}; see above")
         url = f"ws://127.0.0.1:{args.port}/ws"
         procs = max(1, min(args.client_procs, args.subscribers))
         shares = [args.subscribers // procs + (i < args.subscribers % procs) for i in range(procs)]
