@@ -70,12 +70,18 @@ def fresh_database(server: str, name: str, template: str | None = None) -> str:
     query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         query += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
+    drop_database(server, name)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(query)
+    return make_conninfo(server, dbname=name)
+
+
+def drop_database(server: str, name: str) -> None:
+    """Drop database `name` if it exists, closing whatever is still connected to it."""
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
-        conn.execute(query)
-    return make_conninfo(server, dbname=name)
 
 
 def run_one(
@@ -105,3 +111,9 @@ def cell(values: list[float]) -> str:
     shown = [statistics.median(values), min(values), max(values)]
     median, low, high = (fmt.format(v) for v in shown)
     return f"{median} ({low}–{high})"
+
+
+if __name__ == "__main__":
+    sys.exit(
+        "bench/compare.py is a module now: python3 bench/run.py --only enqueue,bulk,drain,latency"
+    )

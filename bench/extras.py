@@ -357,3 +357,7 @@ def websocket(server: str, subscribers: int, tasks: int, pause: float) -> dict[s
         log(f"ws_latency.py gave no JSON (exit {out.returncode}): {last or out.stderr[-500:]}")
         return None
     return result
+
+
+if __name__ == "__main__":
+    sys.exit("bench/extras.py is a module now: python3 bench/run.py --only processes,idle,rss,http")
