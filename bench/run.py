@@ -11,7 +11,7 @@ Benchmarks (`--only`, comma-separated):
   enqueue, bulk, drain, latency   pgqueue vs PGQueuer vs Procrastinate (bench/compare.py,
                                   bench/systems/*)
   scale       pgqueue's drain with 1,000,000 finished + 100,000 future-dated rows in the table,
-              as a fraction of the empty-table drain of the same round
+              as a fraction of an empty-table drain run next to it
   processes   drain with 4 `pgqueue worker` processes vs 1
   idle        statements/s (counted on the wire) and transactions/s of an idle worker
   rss         worker RSS at concurrency 100
