@@ -55,6 +55,17 @@ async def test_claim_order_priority_then_run_at_then_insertion(
     assert all(t.lease == "1:w1" for t in claimed)
 
 
+async def test_claim_commits_asynchronously_without_leaking_the_setting(
+    queue: Queue, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # task_claim turns synchronous_commit off for its own transaction only: a connection
+    # that claims and then enqueues must enqueue durably.
+    await queue.enqueue("k")
+    assert len(await claim(conn)) == 1
+    cur = await conn.execute("SHOW synchronous_commit")
+    assert await cur.fetchone() == ("on",)
+
+
 async def test_batch_claim_order_ties_follow_insertion(
     queue: Queue, conn: psycopg.AsyncConnection[Any]
 ) -> None:
