@@ -37,14 +37,16 @@ EventName = Literal[
 
 
 class TaskChange(msgspec.Struct, array_like=True, frozen=True):
-    """One change as published: ``[task_id, event, status, queue, user_id, event_id]``."""
+    """One change as published: ``[task_id, event, status, queue, user_id]``.
+
+    (Schemas before migration 0004 appended the event id; trailing elements are ignored.)
+    """
 
     task_id: TaskId
     event: EventName
     status: Status
     queue: str
     user_id: str | None
-    event_id: int
 
 
 _decoder = msgspec.json.Decoder(list[TaskChange])

@@ -144,6 +144,7 @@ CREATE TABLE pgqueue.queues (
 --
 -- Channel pgqueue_events carries one small JSON array per statement chunk:
 --   [["<task id>", "<event>", "<status>", "<queue>", "<user or null>", <event id>], ...]
+--   (migration 0004 dropped the event id and rewrote these functions)
 -- Everything a stream subscriber needs to route and authorize; the full task is read by
 -- id when needed. pg_notify payloads are limited to 8000 bytes, so rows are chunked by 60.
 -- Channel pgqueue_wakeup carries a queue name when a pending task appears there, and

@@ -12,7 +12,7 @@ import pytest
 from pgqueue.db.pool import connect
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
-from pgqueue.events import EVENTS, WAKEUP
+from pgqueue.events import EVENTS, WAKEUP, decode_changes
 from pgqueue.queue import Queue
 from pgqueue.tasks import Status, Task
 
@@ -236,6 +236,27 @@ async def test_bulk_insert_does_not_flood_notifications(dsn: str, queue: Queue) 
     assert changes == 10_001  # every change is published...
     assert got[EVENTS] <= 10_000 // 60 + 2  # ...in few notifications
     assert got[WAKEUP] == 2  # one per statement and queue
+
+
+async def test_published_changes_decode_whatever_the_owner_is_called(
+    dsn: str, queue: Queue, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """The triggers build the payload as text: a user id needing JSON escapes must survive."""
+    owner = 'ann "the admin" \\ o\'brien\n\u00fc\u2603'
+    listener = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    async with listener:
+        await listener.execute(f"LISTEN {EVENTS}")
+        task = await queue.enqueue("k", user_id=owner, queue="q.1:a-b_c")
+        await claim(conn, queues=["q.1:a-b_c"])
+        changes = []
+        async for n in listener.notifies(timeout=30):
+            changes += decode_changes(n.payload)
+            if len(changes) == 2:
+                break
+    assert [(c.task_id, c.event, c.status, c.queue, c.user_id) for c in changes] == [
+        (task.id, "created", Status.PENDING, "q.1:a-b_c", owner),
+        (task.id, "started", Status.RUNNING, "q.1:a-b_c", owner),
+    ]
 
 
 async def test_purge_leaves_live_tasks_alone(
