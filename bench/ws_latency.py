@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import fresh_database  # first: it re-executes this script in bench/.venv
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 import msgspec  # noqa: E402 - this one and the next two exist only in bench/.venv
 import psycopg  # noqa: E402
+import uvloop  # noqa: E402
 import websockets  # noqa: E402
 
 # -- one client process: `ws_latency.py --client URL N` --------------------------------------
@@ -73,17 +77,127 @@ async def _subscriber(
         closed[0] += 1
 
 
-async def client_main(url: str, n: int) -> None:
+class _RawSubscriber(asyncio.Protocol):
+    """The cheapest receive path: RFC 6455 client framing by hand on a uvloop transport.
+
+    The `websockets` client cost ~100 us of CPU per received message here (2x the server's), so
+    the clients, not the server, set the latency on a shared 2-core machine. This one parses
+    frame headers itself (~10x less CPU) and still checks what it relies on: the 101 handshake
+    with the right Sec-WebSocket-Accept, unmasked, unfragmented text frames; it answers pings.
+    A frame is stamped with the time its last byte was read.
+    """
+
+    def __init__(self, host: str, key: bytes, got: dict[str, list[float]]) -> None:
+        self.host, self.key, self.got = host, key, got
+        self.buffer = bytearray()
+        loop = asyncio.get_running_loop()
+        self.handshaken = loop.create_future()
+        self.subscribed = loop.create_future()
+        self.closed = loop.create_future()
+        self.transport: Any = None  # uvloop's TCPTransport is no asyncio.Transport subclass
+        self.decode = msgspec.json.Decoder(_Message).decode
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(
+            b"GET /ws HTTP/1.1\r\nHost: " + self.host.encode() + b"\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + self.key + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        """A client frame: FIN, masked (RFC 6455 requires it), payload < 126 bytes."""
+        assert self.transport is not None
+        assert len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.buffer
+        buf += data
+        if not self.handshaken.done():
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).decode("latin-1").lower()
+            accept = base64.b64encode(
+                hashlib.sha1(self.key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            )
+            if " 101 " not in head.split("\r\n")[0] or accept.decode().lower() not in head:
+                raise ConnectionError(f"bad handshake: {head!r}")
+            del buf[: end + 4]
+            self.handshaken.set_result(None)
+        while len(buf) >= 2:
+            first, length = buf[0], buf[1]
+            if first & 0x80 == 0 or length & 0x80:
+                raise ConnectionError("fragmented or masked frame from the server")
+            offset = 2
+            if length == 126:
+                if len(buf) < 4:
+                    return
+                length, offset = int.from_bytes(buf[2:4], "big"), 4
+            elif length == 127:
+                if len(buf) < 10:
+                    return
+                length, offset = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < offset + length:
+                return
+            payload = bytes(buf[offset : offset + length])
+            del buf[: offset + length]
+            self.frame(first & 0x0F, payload, now)
+
+    def frame(self, opcode: int, payload: bytes, now: float) -> None:
+        if opcode == 0x1:  # text
+            message = self.decode(payload)
+            if message.event == "created" and message.task is not None:
+                self.got.setdefault(message.task.id, []).append(now)
+            elif message.type == "subscribed" and not self.subscribed.done():
+                self.subscribed.set_result(None)
+        elif opcode == 0x9:  # ping: pong with the same payload, or uvicorn closes us
+            self.send_frame(0xA, payload)
+        elif opcode == 0x8 and self.transport is not None:  # close
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.handshaken.done():
+            self.handshaken.set_exception(exc or ConnectionError("closed during handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def _raw_subscriber(
+    url: str, connected: list[int], got: dict[str, list[float]], closed: list[int]
+) -> None:
+    hostport = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    key = base64.b64encode(os.urandom(16))
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(
+        lambda: _RawSubscriber(hostport, key, got), host, int(port)
+    )
+    await asyncio.wait_for(protocol.handshaken, 120)
+    protocol.send_frame(0x1, b'{"op": "subscribe", "all": true}')
+    await asyncio.wait_for(protocol.subscribed, 120)
+    connected[0] += 1
+    await protocol.closed
+    closed[0] += 1
+
+
+async def client_main(url: str, n: int, impl: str) -> None:
     """Connect n subscribers, say "ready", then on "expect T" wait for n*T receipts and dump."""
     connected, closed = [0], [0]
     got: dict[str, list[float]] = {}
     subs = []
     for _ in range(n):  # paced a little, so the server's accept backlog never overflows
-        subs.append(asyncio.create_task(_subscriber(url, connected, got, closed)))
+        subscriber = _raw_subscriber if impl == "raw" else _subscriber
+        subs.append(asyncio.create_task(subscriber(url, connected, got, closed)))
         await asyncio.sleep(0.001)
     while connected[0] + closed[0] < n:
         await asyncio.sleep(0.05)
     print(f"ready {connected[0]}", flush=True)
+    cpu_start = time.process_time()
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
     expected = n * int(line.split()[1])
@@ -93,7 +207,8 @@ async def client_main(url: str, n: int) -> None:
     for task in subs:
         task.cancel()
     await asyncio.gather(*subs, return_exceptions=True)
-    print(json.dumps({"got": got, "closed": closed[0]}), flush=True)
+    cpu_s = time.process_time() - cpu_start
+    print(json.dumps({"got": got, "closed": closed[0], "cpu_s": cpu_s}), flush=True)
 
 
 # -- the coordinator --------------------------------------------------------------------------
@@ -151,6 +266,12 @@ async def main() -> None:
         "--client-procs", type=int, default=4, help="client processes sharing the subscribers"
     )
     parser.add_argument(
+        "--client-impl",
+        choices=["raw", "websockets"],
+        default="raw",
+        help="raw: hand-parsed frames (default, cheapest); websockets: the websockets client",
+    )
+    parser.add_argument(
         "--server-workers", type=int, default=1, help="`pgqueue serve --workers` (default 1)"
     )
     args = parser.parse_args()
@@ -183,6 +304,7 @@ async def main() -> None:
                 "--client",
                 url,
                 str(share),
+                args.client_impl,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=1 << 30,  # the final line holds every receipt of that client
@@ -233,7 +355,11 @@ async def main() -> None:
         if tid in committed
         for t in stamps
     )
+    if os.environ.get("XX_DUMP"):
+        dump = {"committed": committed, "results": results}
+        Path(os.environ["XX_DUMP"]).write_text(json.dumps(dump))
     closed = sum(result["closed"] for result in results)
+    client_cpu_s = sum(result["cpu_s"] for result in results)
     expected = args.subscribers * args.tasks
     summary = {
         "subscribers": args.subscribers,
@@ -252,15 +378,18 @@ async def main() -> None:
         f"commit->subscriber p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
         f"max {summary['max_ms']} ms; server RSS {summary['server_rss_mb']} MB; server CPU "
         f"user {user_s:.2f} s + system {sys_s:.2f} s "
-        f"({(user_s + sys_s) * 1e6 / max(1, len(lat)):.0f} us per message)"
+        f"({(user_s + sys_s) * 1e6 / max(1, len(lat)):.0f} us per message); clients' CPU "
+        f"{client_cpu_s:.2f} s ({client_cpu_s * 1e6 / max(1, len(lat)):.0f} us per message)"
     )
     print(json.dumps(summary))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--client":
+    if len(sys.argv) == 5 and sys.argv[1] == "--client":
         _, hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard_limit, hard_limit))
-        asyncio.run(client_main(sys.argv[2], int(sys.argv[3])))
+        if os.environ.get("XX_BATCH") == "1":
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        uvloop.run(client_main(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     else:
         asyncio.run(main())
