@@ -26,9 +26,17 @@ $$;
 -- only of kinds it can run, skipping rows other claimers hold (SKIP LOCKED: claims never
 -- wait for each other). Paused queues are skipped; queues with a concurrency limit are
 -- capped across all workers. p_kinds NULL: any kind (remote workers that do not list theirs).
+--
+-- Plans: plpgsql re-planned the claim for every call (a custom plan per p_limit and queue
+-- list), which was most of an idle claim's 0.6 ms. A generic plan is planned once per
+-- connection: 0.34 ms. The UPDATE finds the claimed rows by `id = ANY(ARRAY(...))`, an index
+-- probe per id whatever the estimate; joined to the CTE, the generic plan hash-joined a
+-- sequential scan of the whole table (8.5 ms with 25,000 rows, and growing with the table).
 CREATE OR REPLACE FUNCTION pgqueue.claim(p_worker_id text, p_queues text[], p_kinds text[],
                                          p_limit integer)
-RETURNS SETOF pgqueue.tasks LANGUAGE plpgsql AS $$
+RETURNS SETOF pgqueue.tasks LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     v_restricted text[];
 BEGIN
@@ -54,12 +62,14 @@ BEGIN
                       FOR UPDATE SKIP LOCKED) c
              ORDER BY c.priority DESC, c.run_at, c.seq
              LIMIT p_limit
+        ), claimed AS (
+            UPDATE pgqueue.tasks t
+               SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
+                   started_at = now(), heartbeat_at = now(), updated_at = now()
+             WHERE t.id = ANY(ARRAY(SELECT id FROM due))
+            RETURNING t.*
         )
-        UPDATE pgqueue.tasks t
-           SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
-               started_at = now(), heartbeat_at = now(), updated_at = now()
-          FROM due WHERE t.id = due.id
-        RETURNING t.*;
+        SELECT * FROM claimed ORDER BY priority DESC, run_at, seq;  -- claim order, as promised
         RETURN;
     END IF;
 
@@ -93,12 +103,14 @@ BEGIN
                   FOR UPDATE SKIP LOCKED) c
          ORDER BY c.priority DESC, c.run_at, c.seq
          LIMIT p_limit
+    ), claimed AS (
+        UPDATE pgqueue.tasks t
+           SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
+               started_at = now(), heartbeat_at = now(), updated_at = now()
+         WHERE t.id = ANY(ARRAY(SELECT id FROM due))
+        RETURNING t.*
     )
-    UPDATE pgqueue.tasks t
-       SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
-           started_at = now(), heartbeat_at = now(), updated_at = now()
-      FROM due WHERE t.id = due.id
-    RETURNING t.*;
+    SELECT * FROM claimed ORDER BY priority DESC, run_at, seq;
 END
 $$;
 
