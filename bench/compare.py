@@ -51,12 +51,24 @@ from psycopg import sql  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
 SYSTEMS = ["pgqueue", "pgqueuer", "procrastinate"]
-# metric -> (argument per system, what to read from the result)
+# Plain SQL on a bare table (bench/systems/rawsql_bench.py): not a peer, the floor under all.
+REFERENCE = "rawsql"
+# metric -> (argument per system, what to read from the result); a system missing from the
+# dict does not run that metric.
 METRICS: dict[str, tuple[dict[str, str], list[str]]] = {
-    "enqueue": ({"pgqueue": "3000", "pgqueuer": "3000", "procrastinate": "3000"}, ["tasks_per_s"]),
-    "bulk": ({"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "20000"}, ["tasks_per_s"]),
+    "enqueue": (
+        {"pgqueue": "3000", "pgqueuer": "3000", "procrastinate": "3000", REFERENCE: "3000"},
+        ["tasks_per_s"],
+    ),
+    "bulk": (
+        {"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "20000", REFERENCE: "20000"},
+        ["tasks_per_s"],
+    ),
     # Procrastinate drains ~700/s: 3,000 tasks keep a round under 5 s.
-    "drain": ({"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "3000"}, ["tasks_per_s"]),
+    "drain": (
+        {"pgqueue": "20000", "pgqueuer": "20000", "procrastinate": "3000", REFERENCE: "20000"},
+        ["tasks_per_s"],
+    ),
     "latency": ({s: f"/tmp/bench-latency-{s}.log" for s in SYSTEMS}, ["p50_ms", "p99_ms"]),
 }
 

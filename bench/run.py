@@ -104,7 +104,7 @@ class Runner:
         return value
 
     def peer_metric(self, metric: str) -> None:
-        for system in compare.SYSTEMS:
+        for system in compare.METRICS[metric][0]:
             arg = compare_arg(metric, system, self.sizes)
             value = self.measure(
                 f"{metric} {system}",
@@ -333,8 +333,8 @@ def table(results: Results, sizes: Sizes, chosen: list[str]) -> str:
     """The markdown table: every row of the chosen benchmarks; n/a where a figure is missing
     (the measurement failed or, for ws, bench/ws_latency.py printed no JSON; stderr says)."""
     lines = [
-        "| metric | pgqueue | PGQueuer | Procrastinate | target | met? |",
-        "|---|---|---|---|---|---|",
+        "| metric | pgqueue | PGQueuer | Procrastinate | raw SQL (no queue) | target | met? |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows(sizes):
         if row.key.split(".")[0] not in chosen:
@@ -344,6 +344,8 @@ def table(results: Results, sizes: Sizes, chosen: list[str]) -> str:
         for peer in PEERS:
             values = results.get((row.key, peer))
             cells.append(compare.cell(values) if values else "n/a" if row.peers else "—")
+        floor = results.get((row.key, compare.REFERENCE))
+        cells.append(compare.cell(floor) if floor else "—")
         text, met = "—", "—"
         if row.target is not None:
             text, threshold, higher = row.target(results)
