@@ -137,37 +137,40 @@ def created_task(new: NewTask, payload: Any, inserted: Sequence[Any]) -> Task:
     holds (jsonb may order object keys differently; the values are the same).
     """
     task_id, seq, run_at, created_at, user_id = inserted[:5]
+    # Positional, in Task's (the table's) field order: 1.8 us a task against 6.4 us with
+    # keywords, which was a quarter of the client's time in a 20,000-task enqueue_many.
+    # tests/sql/test_enqueue.py compares the result with the row read back.
     return Task(
-        id=task_id,
-        seq=seq,
-        queue=new.queue,
-        kind=new.kind,
-        payload=payload,
-        priority=new.priority,
-        run_at=run_at,
-        status=Status.PENDING,
-        attempts=0,
-        max_retries=new.max_retries,
-        timeout_s=new.timeout_s,
-        backoff_base_s=new.backoff_base_s,
-        backoff_max_s=new.backoff_max_s,
-        idempotency_key=new.idempotency_key,
-        user_id=user_id,
-        tags=list(new.tags),
-        parent_id=TaskId(new.parent_id) if new.parent_id is not None else None,
-        result=None,
-        error=None,
-        exit_code=None,
-        progress=None,
-        checkpoint=None,
-        usage={"input_tokens": 0, "output_tokens": 0, "cost": 0},  # the column's default
-        worker_id=None,
-        cancel_requested=False,
-        created_at=created_at,
-        started_at=None,
-        heartbeat_at=None,
-        completed_at=None,
-        updated_at=created_at,
+        task_id,  # id
+        seq,
+        new.queue,
+        new.kind,
+        payload,
+        new.priority,
+        run_at,
+        Status.PENDING,
+        0,  # attempts
+        new.max_retries,
+        new.timeout_s,
+        new.backoff_base_s,
+        new.backoff_max_s,
+        new.idempotency_key,
+        user_id,
+        list(new.tags),
+        TaskId(new.parent_id) if new.parent_id is not None else None,
+        None,  # result
+        None,  # error
+        None,  # exit_code
+        None,  # progress
+        None,  # checkpoint
+        {"input_tokens": 0, "output_tokens": 0, "cost": 0},  # usage: the column's default
+        None,  # worker_id
+        False,  # cancel_requested
+        created_at,
+        None,  # started_at
+        None,  # heartbeat_at
+        None,  # completed_at
+        created_at,  # updated_at: now(), as created_at
     )
 
 
