@@ -28,15 +28,22 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 
-def build_request(url: str, body: bytes) -> tuple[str, int, bytes]:
-    """Host, port and the request bytes, encoded once and sent as they are every time."""
+def build_request(
+    url: str, body: bytes, headers: list[str] | None = None
+) -> tuple[str, int, bytes]:
+    """Host, port and the request bytes, encoded once and sent as they are every time.
+
+    ``headers``: extra ``Name: value`` lines, e.g. ``Authorization: Bearer …`` to load a
+    server with auth on."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    extra = "".join(f"{h}\r\n" for h in headers or [])
     head = (
         f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
+        f"{extra}"
         "\r\n"
     )
     return host, port, head.encode() + body
@@ -126,9 +133,10 @@ async def load(
     warmup: float,
     requests: int | None,
     expect: int,
+    headers: list[str] | None = None,
 ) -> tuple[Tally, float]:
     """Run `connections` connections in this process; returns the tally and counted seconds."""
-    host, port, request = build_request(url, body)
+    host, port, request = build_request(url, body, headers)
     tally = Tally()
     counting, stop = asyncio.Event(), asyncio.Event()
     tasks = [
@@ -172,6 +180,7 @@ def run_process(
             args.warmup,
             args.requests,
             args.expect,
+            args.header,
         )
     )
     return tally.latencies, dict(tally.statuses), tally.errors, elapsed
@@ -192,6 +201,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds not counted first")
     parser.add_argument("--requests", type=int, help="requests per connection (count-bound)")
     parser.add_argument("--expect", type=int, default=201, help="the status every reply must have")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="an extra request header, 'Name: value' (repeatable), e.g. the bearer token",
+    )
     args = parser.parse_args()
     if (args.duration is None) == (args.requests is None):
         parser.error("give exactly one of --duration and --requests")
