@@ -220,3 +220,17 @@ async def test_database_rejects_invalid_rows_from_psql(conn: psycopg.AsyncConnec
         await conn.execute("INSERT INTO pgqueue.tasks (kind, priority) VALUES ('k', 5000)")
     with pytest.raises(psycopg.errors.CheckViolation, match="tasks_completed_at_iff_terminal"):
         await conn.execute("INSERT INTO pgqueue.tasks (kind, status) VALUES ('k', 'completed')")
+
+
+@pytest.mark.parametrize(
+    ("column", "longest"), [("kind", 128), ("queue", 64)], ids=["kind", "queue"]
+)
+async def test_database_checks_names_like_the_api(
+    conn: psycopg.AsyncConnection[Any], column: str, longest: int
+) -> None:
+    insert = "INSERT INTO pgqueue.tasks (kind, queue) VALUES (%(kind)s, %(queue)s)"
+    ok = "aZ09_.:-" * (longest // 8)
+    await conn.execute(insert, {"kind": "k", "queue": "q", column: ok})
+    for bad in ["", ok + "x", "has space", "new\nline", "ünï"]:
+        with pytest.raises(psycopg.errors.CheckViolation, match=f"tasks_{column}_valid"):
+            await conn.execute(insert, {"kind": "k", "queue": "q", column: bad})
