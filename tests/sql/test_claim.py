@@ -60,10 +60,11 @@ async def test_claim_commits_asynchronously_without_leaking_the_setting(
 ) -> None:
     # task_claim turns synchronous_commit off for its own transaction only: a connection
     # that claims and then enqueues must enqueue durably.
+    await conn.execute("SET synchronous_commit = remote_apply")  # whatever the server's is
     await queue.enqueue("k")
     assert len(await claim(conn)) == 1
     cur = await conn.execute("SHOW synchronous_commit")
-    assert await cur.fetchone() == ("on",)
+    assert await cur.fetchone() == ("remote_apply",)
 
 
 async def test_batch_claim_order_ties_follow_insertion(
