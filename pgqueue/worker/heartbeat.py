@@ -47,12 +47,15 @@ async def beat(
 ) -> HeartbeatAnswer:
     """One heartbeat for the worker and all its running tasks, in one transaction."""
     ids = [t.id for t in running]
+    worker = {**msgspec.structs.asdict(info), "running": len(ids)}
+    if not ids:
+        # An idle worker's beat is one statement, not BEGIN/UPDATE/COMMIT: three of an idle
+        # worker's 0.8 statements a second were this transaction.
+        async with pool.connection() as conn:
+            await conn.execute(QUERIES["worker_heartbeat"], worker)
+        return HeartbeatAnswer(lost=set(), cancel_requested=set())
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute(
-            QUERIES["worker_heartbeat"], {**msgspec.structs.asdict(info), "running": len(ids)}
-        )
-        if not ids:
-            return HeartbeatAnswer(lost=set(), cancel_requested=set())
+        await conn.execute(QUERIES["worker_heartbeat"], worker)
         cur = await conn.execute(
             QUERIES["task_heartbeat_many"],
             {"ids": ids, "attempts": [t.attempts for t in running], "worker_id": info.id},
