@@ -1,4 +1,5 @@
-"""What one API process shares between requests: pool, listener, Queue, auth, hub, metrics.
+"""What one API process shares between requests: pool, listener, Queue (and the enqueue
+coalescer in front of it), auth, hub, metrics.
 
 Built in the app's lifespan and handed to handlers by dependency injection (``deps``).
 """
@@ -13,6 +14,7 @@ from litestar.di import NamedDependency
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.api.auth import Authenticator, Principal
+from pgqueue.api.coalesce import EnqueueCoalescer
 from pgqueue.api.metrics import Metrics
 from pgqueue.api.stream import Hub
 from pgqueue.api.wakeup import WakeupBoard
@@ -40,6 +42,7 @@ class Services:
         self.metrics = metrics
         self.hub = hub
         self.queue = Queue(settings=settings, pool=pool, listener=listener)
+        self.enqueuer = EnqueueCoalescer(self.queue)
         self.wakeups = WakeupBoard(listener)
 
 

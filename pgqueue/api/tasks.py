@@ -66,13 +66,18 @@ class TasksController(Controller):
                     "idempotency_key", "the Idempotency-Key header and the body field differ"
                 )
             data = msgspec.structs.replace(data, idempotency_key=idempotency_key)
-        enqueued = await services.queue.submit(_for_principal(data, principal))
-        task = enqueued.task
-        if not enqueued.replayed:
+        data = _for_principal(data, principal)
+        if data.idempotency_key is None:
+            # Shares a statement and a commit with concurrent requests (api/coalesce.py).
+            task, replayed = await services.enqueuer.submit(data), False
+        else:
+            enqueued = await services.queue.submit(data)
+            task, replayed = enqueued.task, enqueued.replayed
+        if not replayed:
             services.metrics.enqueued.inc()
         if wait:
             task = await services.queue.wait(task.id, timeout_s=wait)
-        if enqueued.replayed:
+        if replayed:
             return Response(task, status_code=HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
         return Response(task, status_code=HTTP_201_CREATED)
 
