@@ -143,10 +143,10 @@ async def test_unsubscribe_stops_updates(api: Api, alice: httpx.AsyncClient) -> 
         assert (await recv(ws))["task"]["queue"] == "b"
 
 
-def raw_subscriber(port: int, token: str) -> socket.socket:
+def raw_subscriber(port: int, token: str, rcvbuf: int = 4096) -> socket.socket:
     """A WebSocket client that subscribes to everything and then never reads a byte."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
@@ -238,3 +238,61 @@ async def test_idle_subscriber_gets_pings_busy_one_gets_changes(
                 if message["type"] == "task":
                     kinds.append(message["task"]["kind"])
             assert kinds == ["k0", "k1", "k2"]
+
+
+def read_frames(sock: socket.socket, count: int) -> list[dict[str, Any]]:
+    """Read `count` messages (unmasked, unfragmented text frames; pings skipped)."""
+    buffer = b""
+
+    def take(n: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < n:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buffer += chunk
+        head, buffer = buffer[:n], buffer[n:]
+        return head
+
+    messages = []
+    while len(messages) < count:
+        first, length = take(2)
+        assert first in (0x81, 0x89), f"not a final text frame or a ping: {first:#x}"
+        if length == 126:
+            length = int.from_bytes(take(2), "big")
+        elif length == 127:
+            length = int.from_bytes(take(8), "big")
+        payload = take(length)
+        if first == 0x81 and json.loads(payload)["type"] != "ping":
+            messages.append(json.loads(payload))
+    return messages
+
+
+async def test_subscriber_that_pauses_reading_gets_every_change_in_order(
+    api: Api, dsn: str
+) -> None:
+    """Back-pressure within the buffer: frames wait, none is lost, reordered or merged.
+
+    Each change carries ~50 KB of tags, 2 MB in all against a 64 KB receive buffer, so the
+    client holds the flow up while the changes are published; once it reads, every change
+    arrives in commit order, one per frame.
+    """
+    port = int(api.url.rsplit(":", 1)[1])
+    # 64 KB: small enough to stop the server's writes, large enough to read 2 MB quickly (a
+    # 4 KB window took 50 s)
+    sock = await asyncio.to_thread(raw_subscriber, port, api.tokens.admin, 65536)
+    try:
+        sock.settimeout(30)
+        ack = (await asyncio.to_thread(read_frames, sock, 1))[0]
+        assert ack["type"] == "subscribed"
+        tags = [f"{i:03d}" + "x" * 96 for i in range(500)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for i in range(40):
+                conn.execute(
+                    "INSERT INTO pgqueue.tasks (kind, tags) VALUES (%s, %s)", (f"k{i:02d}", tags)
+                )
+        await asyncio.sleep(1)  # the server meets the full socket before anyone reads
+        messages = await asyncio.to_thread(read_frames, sock, 40)
+        assert [m["task"]["kind"] for m in messages] == [f"k{i:02d}" for i in range(40)]
+        assert all(m["event"] == "created" and len(m["task"]["tags"]) == 500 for m in messages)
+    finally:
+        sock.close()
