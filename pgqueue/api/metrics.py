@@ -81,6 +81,10 @@ class Metrics:
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Time every HTTP request, labelled by its route template (bounded cardinality)."""
 
+        # (method, route) -> its histogram child: labels() builds and locks per call, and
+        # the set of routes is fixed, so each child is looked up once.
+        children: dict[tuple[str, str], Any] = {}
+
         async def timed(scope: Scope, receive: Receive, send: Send) -> None:
             raw = cast("dict[str, Any]", scope)
             if raw["type"] != "http":
@@ -92,8 +96,10 @@ class Metrics:
             finally:
                 handler: Any = raw.get("route_handler")
                 route = next(iter(handler.paths), "?") if handler is not None else "unmatched"
-                self.request_latency.labels(method=raw["method"], route=route).observe(
-                    time.perf_counter() - start
-                )
+                key = (raw["method"], route)
+                child = children.get(key)
+                if child is None:
+                    child = children[key] = self.request_latency.labels(method=key[0], route=route)
+                child.observe(time.perf_counter() - start)
 
         return timed

@@ -150,6 +150,20 @@ async def test_batch_one_transaction_in_order(alice: httpx.AsyncClient) -> None:
     assert len(page["items"]) == 500
 
 
+async def test_batch_owner_is_the_users_whatever_the_body_says(
+    alice: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    tasks = [{"kind": "k"}, {"kind": "k", "user_id": "mallory"}, {"kind": "k", "user_id": "alice"}]
+    r = await alice.post("/tasks/batch", json={"tasks": tasks})
+    assert r.status_code == 201, r.text
+    assert [t["user_id"] for t in r.json()] == ["alice"] * 3
+    stored = (await admin.get("/tasks", params={"user_id": "alice"})).json()["items"]
+    assert len(stored) == 3 and {t["user_id"] for t in stored} == {"alice"}
+    assert (await admin.get("/tasks", params={"user_id": "mallory"})).json()["items"] == []
+    r = await admin.post("/tasks/batch", json={"tasks": [{"kind": "k"}, *tasks[1:]]})
+    assert [t["user_id"] for t in r.json()] == [None, "mallory", "alice"]  # admins may name one
+
+
 async def test_batch_of_10000(alice: httpx.AsyncClient) -> None:
     r = await alice.post(
         "/tasks/batch", json={"tasks": [{"kind": "k", "payload": {"i": i}} for i in range(10_000)]}
