@@ -2,12 +2,13 @@
 
 Tokens are random 256-bit strings; the database keeps only their SHA-256
 (``sql/migrations/0002_api_tokens.sql``). The server remembers a looked-up token for a few
-seconds, so an authenticated request costs no query on the hot path; a revoked token stops
-working within that time.
+seconds (``CACHE_TTL_S``), so an authenticated request costs no query on the hot path; a
+revoked token stops working within that time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import secrets
@@ -22,7 +23,10 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.db.queries import QUERIES
 
 TOKEN_PREFIX = "pgq_"  # noqa: S105 -- a fixed prefix that makes tokens greppable, not a secret
-_CACHE_TTL_S = 10.0
+# How long a looked-up token is trusted without asking the database again, i.e. how long a
+# revoked token may keep working in a server that saw it just before (`pgqueue token revoke`
+# says so). Without the cache every request cost an UPDATE ... RETURNING and its commit.
+CACHE_TTL_S = 10.0
 _CACHE_MAX = 10_000
 
 
@@ -91,12 +95,23 @@ def bearer(header: str | None) -> str | None:
 
 
 class Authenticator:
-    """Token → principal, with a short in-memory cache. ``insecure``: everyone is admin."""
+    """Token → principal, with a short in-memory cache. ``insecure``: everyone is admin.
 
-    def __init__(self, pool: AsyncConnectionPool, *, insecure: bool = False) -> None:
+    Only valid tokens are cached (for ``CACHE_TTL_S``): an unknown token is asked about
+    every time, so a token works as soon as it is created. Concurrent requests with the same
+    uncached token share one lookup — when the entry expires under load, 32 requests would
+    otherwise each UPDATE the same row and queue on its lock and commit.
+    """
+
+    def __init__(
+        self, pool: AsyncConnectionPool, *, insecure: bool = False, ttl_s: float = CACHE_TTL_S
+    ) -> None:
         self._pool = pool
         self.insecure = insecure
+        self.ttl_s = ttl_s
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._lookups: dict[str, asyncio.Task[Principal | None]] = {}
+        self.lookups = 0  # database lookups made (tests read it)
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of ``token``; ``NotAuthorizedException`` (401) when it is not valid."""
@@ -105,20 +120,39 @@ class Authenticator:
         if not token:
             raise NotAuthorizedException("Authorization: a 'Bearer <token>' header is required")
         digest = token_hash(token)
-        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            # A task of its own (shielded below): a caller that goes away does not cancel
+            # the lookup the others are waiting for.
+            lookup = asyncio.create_task(self._lookup(digest), name="pgqueue-token-lookup")
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(lambda done: self._looked_up(digest, done))
+        principal = await asyncio.shield(lookup)
+        if principal is None:
+            raise NotAuthorizedException("Authorization: the token is unknown or revoked")
+        return principal
+
+    def _looked_up(self, digest: str, done: asyncio.Task[Principal | None]) -> None:
+        del self._lookups[digest]
+        if not done.cancelled():
+            done.exception()  # its waiters raise it; retrieved even when none is left
+
+    async def _lookup(self, digest: str) -> Principal | None:
+        """Ask the database; cache the principal of a live token, forget a dead one."""
+        self.lookups += 1
         async with self._pool.connection() as conn:
             cur = await conn.execute(QUERIES["api_token_authenticate"], {"token_hash": digest})
             row = await cur.fetchone()
         if row is None:
             self._cache.pop(digest, None)
-            raise NotAuthorizedException("Authorization: the token is unknown or revoked")
+            return None
         principal = Principal(user_id=row[0], role=Role(row[1]))
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (principal, now + _CACHE_TTL_S)
+        self._cache[digest] = (principal, time.monotonic() + self.ttl_s)
         return principal
 
     async def of_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
