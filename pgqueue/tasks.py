@@ -108,8 +108,15 @@ class Task(msgspec.Struct, frozen=True):
         return f"{self.attempts}:{self.worker_id}"
 
 
-class NewTask(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What a producer may set when enqueuing (SPEC §1). Validated before any SQL runs."""
+class NewTask(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """What a producer may set when enqueuing (SPEC §1). Validated before any SQL runs.
+
+    Encoded without the fields left at their defaults: task_insert_many's coalesce()s give
+    the same defaults, and PostgreSQL parses fewer keys (20,000 rows of 15 keys took 340 ms
+    of server CPU in jsonb_to_recordset, rows of 4 took 120 ms).
+    """
 
     kind: KindName
     payload: Any = msgspec.field(default_factory=dict)

@@ -37,11 +37,14 @@ SELECT r.kind, coalesce(r.payload, 'null'), coalesce(r.queue, 'default'), coales
        coalesce(r.max_retries, 3), r.timeout_s, r.backoff_base_s, r.backoff_max_s,
        r.idempotency_key, coalesce(r.user_id, %(user_id)s::text), coalesce(r.tags, '{}'),
        r.parent_id
-  FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
+  FROM ROWS FROM (jsonb_to_recordset(%(tasks)s::jsonb) AS (
            kind text, payload jsonb, queue text, priority integer, run_at timestamptz,
            delay_s float8, max_retries integer, timeout_s float8, backoff_base_s float8,
            backoff_max_s float8, idempotency_key text, user_id text, tags text[],
-           parent_id uuid, ord bigint)
+           parent_id uuid))
+       WITH ORDINALITY AS r(kind, payload, queue, priority, run_at, delay_s, max_retries,
+                            timeout_s, backoff_base_s, backoff_max_s, idempotency_key,
+                            user_id, tags, parent_id, ord)
  ORDER BY r.ord
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
