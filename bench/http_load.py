@@ -13,7 +13,8 @@ as an error. The last stdout line is one JSON object:
 where requests counts only the expected responses and latency is send-to-last-byte per request.
 
 Either `--duration S` (time-bound, after `--warmup S` not counted) or `--requests N` per
-connection (count-bound, for big batch bodies).
+connection (count-bound, for big batch bodies). `--header 'Authorization: Bearer pgq_…'`
+loads a server with auth on, as `pgqueue serve` runs by default.
 """
 
 from __future__ import annotations
