@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.db.migrate import current_version, latest_version
@@ -18,6 +19,9 @@ from pgqueue.db.pool import connect
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
 from pgqueue.settings import Settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 
 def register(subparsers: Any) -> None:
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     uvicorn.run(
-        "pgqueue.api.app:app_from_env",
+        "pgqueue.cli.serve:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -84,6 +88,26 @@ def run(args: argparse.Namespace) -> int:
         ws_per_message_deflate=False,
     )
     return 0
+
+
+def app_from_env() -> Litestar:
+    """The app of one server process (uvicorn's factory, run in each ``--workers`` process).
+
+    Also tunes the garbage collector of that process: the objects that exist once the app is
+    built (modules, routes, the app) are frozen out of collections, and young collections
+    run every 10,000 allocations instead of 700. With 1,000 WebSocket subscribers, every
+    change allocates a few objects per subscriber, so collections ran often and the older
+    generations hold every connection's objects (pauses in the fan-out): 4 interleaved runs of
+    ``bench/ws_latency.py --subscribers 1000 --tasks 100 --pause 0.1`` gave p99 249 -> 110 ms
+    (medians) and 15 % less server user CPU, with the same RSS.
+    """
+    from pgqueue.api.app import app_from_env as build
+
+    app = build()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    return app
 
 
 async def _check(settings: Settings) -> tuple[int, int]:
