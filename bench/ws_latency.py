@@ -1,13 +1,17 @@
 """WebSocket delivery latency: `python3 bench/ws_latency.py [--subscribers 1000] [--tasks 200]`.
 
-Starts `pgqueue serve --insecure` in its own process, spreads N WebSocket subscribers to `/ws`
-(`{"op": "subscribe", "all": true}`) over `--client-procs` client processes (default 4), so
-the measuring side is not one event loop decoding every frame of the run; enqueues tasks one
-at a time through the database (the commit time is taken when the INSERT returns), and
-measures, for every subscriber and task, the time from commit to the `created` message.
-Clients stamp `time.time()` as soon as a frame is read, before decoding it, and decode only
-the type, event and task id (msgspec, into a three-field Struct). Also reports the server's
-RSS (summed over its process tree) with all subscribers connected and after the run.
+Starts `pgqueue serve --insecure [--workers --server-workers]` in its own process, spreads N
+WebSocket subscribers to `/ws` (`{"op": "subscribe", "all": true}`) over `--client-procs`
+client processes (default 4, on uvloop), enqueues tasks one at a time through the database
+(the commit time is taken when the INSERT returns), and measures, for every subscriber and
+task, the time from commit to the `created` message. Clients stamp `time.time()` when a
+frame's last byte is read and decode only the type, event and task id (msgspec, into a
+three-field Struct); `--client-impl raw` (default) parses RFC 6455 frames by hand,
+`websockets` uses that library's client (about twice the client CPU per message).
+
+Reported besides: the server's RSS (summed over its process tree) with all subscribers
+connected and after the run; the server's and the clients' CPU per delivered message; the
+median fan-out time (first to last receipt of one task). `--receipts PATH` keeps every stamp.
 
 The last stdout line is one JSON object (bench/run.py parses it):
 `{"subscribers", "tasks", "delivered", "expected", "p50_ms", "p99_ms", "max_ms",
@@ -271,6 +275,7 @@ async def main() -> None:
         default="raw",
         help="raw: hand-parsed frames (default, cheapest); websockets: the websockets client",
     )
+    parser.add_argument("--receipts", help="write every commit and receipt time here (JSON)")
     parser.add_argument(
         "--server-workers", type=int, default=1, help="`pgqueue serve --workers` (default 1)"
     )
@@ -355,9 +360,16 @@ async def main() -> None:
         if tid in committed
         for t in stamps
     )
-    if os.environ.get("XX_DUMP"):
-        dump = {"committed": committed, "results": results}
-        Path(os.environ["XX_DUMP"]).write_text(json.dumps(dump))
+    if args.receipts:
+        receipts = {"committed": committed, "received": [result["got"] for result in results]}
+        Path(args.receipts).write_text(json.dumps(receipts))
+    # Per task, first to last receipt: how long one change takes to fan out to everyone.
+    spreads = sorted(
+        max(stamps) - min(stamps)
+        for tid in committed
+        if (stamps := [t for result in results for t in result["got"].get(tid, ())])
+    )
+    spread_ms = statistics.median(spreads) * 1000 if spreads else 0.0
     closed = sum(result["closed"] for result in results)
     client_cpu_s = sum(result["cpu_s"] for result in results)
     expected = args.subscribers * args.tasks
@@ -376,7 +388,8 @@ async def main() -> None:
         f"({args.pause}s apart), {args.server_workers} server process(es): delivered "
         f"{summary['delivered']} of {expected}, {closed} connections closed by the server; "
         f"commit->subscriber p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
-        f"max {summary['max_ms']} ms; server RSS {summary['server_rss_mb']} MB; server CPU "
+        f"max {summary['max_ms']} ms; fan-out (first to last receipt of a task) median "
+        f"{spread_ms:.1f} ms; server RSS {summary['server_rss_mb']} MB; server CPU "
         f"user {user_s:.2f} s + system {sys_s:.2f} s "
         f"({(user_s + sys_s) * 1e6 / max(1, len(lat)):.0f} us per message); clients' CPU "
         f"{client_cpu_s:.2f} s ({client_cpu_s * 1e6 / max(1, len(lat)):.0f} us per message)"
@@ -388,8 +401,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--client":
         _, hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard_limit, hard_limit))
-        if os.environ.get("XX_BATCH") == "1":
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         uvloop.run(client_main(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     else:
         asyncio.run(main())
