@@ -186,20 +186,36 @@ class Queue:
         payloads = [
             self._encode_payload(t.payload, f"tasks[{i}].payload") for i, t in enumerate(batch)
         ]
-        rows = [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
-        async with self._connection(conn) as c, c.transaction():
-            cur = c.cursor(row_factory=tuple_row)
-            await cur.execute(
-                QUERIES["task_insert_many"],
-                {"tasks": msgspec.json.encode(rows).decode(), "user_id": user_id},
-            )
-            inserted = sorted(await cur.fetchall(), key=lambda row: row[1])  # seq: input order
-            if len(inserted) == len(batch):
-                return [
-                    created_task(t, _decode(p), row)
-                    for t, p, row in zip(batch, payloads, inserted, strict=True)
-                ]
-            return await self._merge_replays(c, batch, payloads, inserted)
+        params = {
+            "tasks": msgspec.json.encode(
+                [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
+            ).decode(),
+            "user_id": user_id,
+        }
+        async with self._connection(conn) as c:
+            if any(t.idempotency_key is not None for t in batch):
+                # replays are read after the INSERT: the same transaction must see both
+                async with c.transaction():
+                    return await self._insert_many(c, batch, payloads, params)
+            # one statement is atomic by itself; BEGIN and COMMIT were two more round trips
+            return await self._insert_many(c, batch, payloads, params)
+
+    async def _insert_many(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: list[NewTask],
+        payloads: list[str],
+        params: dict[str, Any],
+    ) -> list[Task]:
+        cur = conn.cursor(row_factory=tuple_row)
+        await cur.execute(QUERIES["task_insert_many"], params)
+        inserted = sorted(await cur.fetchall(), key=lambda row: row[1])  # seq: input order
+        if len(inserted) == len(batch):
+            return [
+                created_task(t, _decode(p), row)
+                for t, p, row in zip(batch, payloads, inserted, strict=True)
+            ]
+        return await self._merge_replays(conn, batch, payloads, inserted)
 
     async def _merge_replays(
         self,

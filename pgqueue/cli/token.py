@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from pgqueue.api.auth import Role, TokenInfo, new_token, token_hash
+from pgqueue.api.auth import CACHE_TTL_S, Role, TokenInfo, new_token, token_hash
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.db.pool import connect
 from pgqueue.db.queries import QUERIES
@@ -78,5 +78,8 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
             raise NotFound(f"no live token with id or prefix {args.ref!r}")
         for row in rows:
             info = TokenInfo(*row)
-            print(f"revoked token {info.id} ({info.prefix}…) of {info.user_id}")
+            print(
+                f"revoked token {info.id} ({info.prefix}…) of {info.user_id}; running servers"
+                f" refuse it within {CACHE_TTL_S:g} s (their token cache)"
+            )
         return 0
