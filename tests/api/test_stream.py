@@ -272,13 +272,14 @@ async def test_subscriber_that_pauses_reading_gets_every_change_in_order(
 ) -> None:
     """Back-pressure within the buffer: frames wait, none is lost, reordered or merged.
 
-    Each change carries ~50 KB of tags, 2 MB in all against a 64 KB receive buffer, so the
-    client holds the flow up while the changes are published; once it reads, every change
-    arrives in commit order, one per frame.
+    Each change carries ~50 KB of tags, 6 MB in all: more than the client's 64 KB receive
+    buffer and the kernel's send buffer (4 MB at most) hold, so uvicorn's transport pushes
+    back, a send started by the hub waits and the sender task finishes it while later changes
+    queue. Once the client reads, every change arrives in commit order, one per frame.
     """
     port = int(api.url.rsplit(":", 1)[1])
-    # 64 KB: small enough to stop the server's writes, large enough to read 2 MB quickly (a
-    # 4 KB window took 50 s)
+    # 64 KB: small enough to stop the server's writes, large enough to read 6 MB quickly (a
+    # 4 KB window took 50 s for 2 MB)
     sock = await asyncio.to_thread(raw_subscriber, port, api.tokens.admin, 65536)
     try:
         sock.settimeout(30)
@@ -286,13 +287,13 @@ async def test_subscriber_that_pauses_reading_gets_every_change_in_order(
         assert ack["type"] == "subscribed"
         tags = [f"{i:03d}" + "x" * 96 for i in range(500)]
         with psycopg.connect(dsn, autocommit=True) as conn:
-            for i in range(40):
+            for i in range(120):
                 conn.execute(
                     "INSERT INTO pgqueue.tasks (kind, tags) VALUES (%s, %s)", (f"k{i:02d}", tags)
                 )
         await asyncio.sleep(1)  # the server meets the full socket before anyone reads
-        messages = await asyncio.to_thread(read_frames, sock, 40)
-        assert [m["task"]["kind"] for m in messages] == [f"k{i:02d}" for i in range(40)]
+        messages = await asyncio.to_thread(read_frames, sock, 120)
+        assert [m["task"]["kind"] for m in messages] == [f"k{i:02d}" for i in range(120)]
         assert all(m["event"] == "created" and len(m["task"]["tags"]) == 500 for m in messages)
     finally:
         sock.close()
