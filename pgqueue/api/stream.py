@@ -2,16 +2,19 @@
 
 The ``Hub`` takes every ``pgqueue_events`` notification from the process's Listener. When
 someone subscribed to the tasks it names, it reads those tasks in ONE query per batch of
-notifications (never one per subscriber), encodes each change ONCE, and offers the bytes to
-each interested subscriber whose principal may read the task (authorization per message).
+notifications (never one per subscriber), encodes each change ONCE into one ASGI event, and
+offers it to each interested subscriber whose principal may read the task (authorization per
+message). Each change is its own frame; changes are never merged.
 
-Each subscriber has a bounded buffer (default 10,000 messages: it holds references to the
-encoded bytes shared by all subscribers, so it costs pointers, not copies; it must exceed the
-largest burst, e.g. a 10,000-task batch) drained by its own sender task. The hub never awaits a
-subscriber: a full buffer closes that connection (code 1013, "try again later"); the client
-reconnects and resubscribes, getting the current state first. So a slow or dead client can
-neither grow memory nor delay anyone else, and the database is never waited on for it.
-Connections are borrowed from the pool only for the batch reads, never held by a stream.
+An idle subscriber (nothing buffered, its sender task waiting) gets the frame written at once,
+when the transport takes it without waiting. Otherwise the frame goes to its bounded buffer
+(default 10,000 messages: it holds references to the event shared by all subscribers, so it
+costs pointers, not copies; it must exceed the largest burst, e.g. a 10,000-task batch),
+drained by its own sender task. The hub never awaits a subscriber: a full buffer closes that
+connection (code 1013, "try again later"); the client reconnects and resubscribes, getting
+the current state first. So a slow or dead client can neither grow memory nor delay anyone
+else, and the database is never waited on for it. Connections are borrowed from the pool
+only for the batch reads, never held by a stream.
 """
 
 from __future__ import annotations
