@@ -1,10 +1,17 @@
 """Recording outcomes: completions are flushed in batches, the rest one by one.
 
-While one flush is in flight, finished tasks accumulate; the next flush writes all of them in
-one statement. There is no timer: an idle worker records a completion at once (latency), a
-busy one batches by itself (throughput). A failed flush (database restart) is retried until
-it succeeds; a row the database refuses (stale lease: the task was reaped and given to
-another worker) is dropped, which is the at-least-once contract.
+While one flush is in flight, finished tasks accumulate; the next flush writes them in one
+statement (at most ``MAX_FLUSH``). There is no timer: an idle worker records a completion at
+once (latency), a busy one batches by itself (throughput). A failed flush (database restart)
+is retried until it succeeds; a row the database refuses (stale lease: the task was reaped
+and given to another worker) is dropped, which is the at-least-once contract.
+
+A task is still ``running`` in the database until its outcome is written, so it is
+heartbeated until then, and the worker stops claiming while more than ``concurrency``
+outcomes wait (``unrecorded``; see loop.py). Without that bound, a worker with a deep
+backlog claimed faster than it recorded: draining 40,000 no-ops at concurrency 500,
+27,500 rows were "running" at once, one flush held 20,000 completions for over 15 s, the
+reaper requeued thousands of finished tasks as stalled, and the drain fell to ~800 tasks/s.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 
+# Outcomes per flush statement: keeps each transaction short (a 500-row completion takes a
+# few ms; 20,000 took seconds) whatever the concurrency.
+MAX_FLUSH = 1000
+
 
 class Outbox:
     """A queue of (task, outcome) with one background flusher."""
@@ -45,6 +56,7 @@ class Outbox:
         self._handlers = handlers
         self._worker_id = worker_id
         self._pending: list[tuple[Task, Outcome]] = []
+        self._flushing: list[tuple[Task, Outcome]] = []
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -52,6 +64,16 @@ class Outbox:
         # Called after each committed flush: a claim made before the completion committed
         # saw the old running count of a concurrency-limited queue and may have got nothing.
         self._on_recorded = on_recorded
+
+    @property
+    def unrecorded(self) -> int:
+        """Outcomes not yet written: their tasks still hold a worker slot."""
+        return len(self._pending) + len(self._flushing)
+
+    def unrecorded_tasks(self) -> list[Task]:
+        """Tasks whose outcome is not yet written: still running for the database, so they
+        are heartbeated like the ones whose handler runs."""
+        return [task for task, _ in (*self._flushing, *self._pending)]
 
     def put(self, task: Task, outcome: Outcome) -> None:
         self._pending.append((task, outcome))
@@ -67,14 +89,17 @@ class Outbox:
         delay = 0.05
         while True:
             await self._ready.wait()
-            batch, self._pending = self._pending, []
-            self._ready.clear()
+            batch = self._flushing = self._pending[:MAX_FLUSH]
+            del self._pending[:MAX_FLUSH]
+            if not self._pending:
+                self._ready.clear()
             try:
                 await self._flush(batch)
                 delay = 0.05
             except psycopg.OperationalError as exc:
                 log.warning("recording %d outcomes failed (%s); retrying", len(batch), exc)
                 self._pending[:0] = batch
+                self._flushing = []
                 self._ready.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -83,6 +108,8 @@ class Outbox:
                 # The database refused the batch itself (say, a result jsonb cannot store):
                 # record one by one so only the culprit is affected.
                 await self._flush_one_by_one(batch)
+            self._flushing = []
+            self._on_recorded()  # slots are free: the claim loop may claim again
             if not self._pending:
                 self._idle.set()
 
@@ -139,7 +166,6 @@ class Outbox:
                         },
                     )
         self.recorded += len(batch)
-        self._on_recorded()
 
     def _complete_items(self, completed: Sequence[tuple[Task, Outcome]]) -> str:
         items = []

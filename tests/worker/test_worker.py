@@ -384,3 +384,42 @@ async def test_a_parent_enqueues_children_and_waits_for_them(queue: Queue, fast:
     children = (await queue.list(parent_id=parent.id)).items
     assert sorted(c.payload["n"] for c in children) == [1, 2, 3]
     assert {c.user_id for c in children} == {"alice"}  # children belong to the parent's owner
+
+
+@app.task("noop")
+async def noop(ctx: pgqueue.Context, payload: Any) -> None:
+    return None
+
+
+async def test_claims_wait_for_outcomes_to_be_written(
+    queue: Queue, conn: psycopg.AsyncConnection[Any], settings: Settings
+) -> None:
+    """A worker whose outcomes are slow to record stops claiming: the database never holds
+    more than twice its concurrency as running. (Claiming on every finished handler, 27,500
+    of 40,000 no-ops were "running" at once and the reaper requeued finished tasks.)"""
+    # Recording a completion costs 2 ms a row here, claiming stays fast.
+    await conn.execute(
+        """CREATE FUNCTION slow_completion() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN PERFORM pg_sleep(0.002); RETURN NEW; END $$;
+           CREATE TRIGGER slow_completion BEFORE UPDATE ON pgqueue.tasks FOR EACH ROW
+               WHEN (NEW.status = 'completed') EXECUTE FUNCTION slow_completion();"""
+    )
+    await queue.enqueue_many([{"kind": "noop"} for _ in range(1000)])
+    most = 0
+    async with running_worker(app, fast_settings(settings.dsn, stall_s=30.0), concurrency=20):
+
+        async def drained() -> bool:
+            nonlocal most
+            cur = await conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'running'),"
+                "       count(*) FILTER (WHERE status = 'completed') FROM pgqueue.tasks"
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            most = max(most, row[0])
+            return bool(row[1] == 1000)
+
+        await wait_for(drained, timeout=120, interval=0.01, what="1,000 tasks completed")
+    assert 0 < most <= 40
+    cur = await conn.execute("SELECT count(*) FROM pgqueue.events WHERE event = 'requeued'")
+    assert await cur.fetchone() == (0,)
