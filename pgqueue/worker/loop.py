@@ -265,14 +265,14 @@ class Worker:
                 log.exception("%s failed", getattr(job, "__name__", job))
 
     async def _heartbeat(self) -> None:
-        running = [task for task, _ in self._running.values()]
+        # Only tasks whose handler runs: one whose outcome waits in the outbox is not
+        # heartbeated, so if the outbox is stuck the reaper hands the task to another worker.
         answer = await heartbeat.beat(
-            self.pool, self.info, running + self.outbox.unrecorded_tasks()
+            self.pool, self.info, [task for task, _ in self._running.values()]
         )
         for task_id in answer.lost:
-            if task_id in self._running:  # an unrecorded outcome will simply be refused
-                self._lost.add(task_id)
-                self._cancel_local(task_id, "lost its lease (reaped)")
+            self._lost.add(task_id)
+            self._cancel_local(task_id, "lost its lease (reaped)")
         for task_id in answer.cancel_requested:
             self._cancel_local(task_id, "cancel requested")
 

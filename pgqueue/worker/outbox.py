@@ -6,10 +6,10 @@ once (latency), a busy one batches by itself (throughput). A failed flush (datab
 is retried until it succeeds; a row the database refuses (stale lease: the task was reaped
 and given to another worker) is dropped, which is the at-least-once contract.
 
-A task is still ``running`` in the database until its outcome is written, so it is
-heartbeated until then, and the worker stops claiming while more than ``concurrency``
-outcomes wait (``unrecorded``; see loop.py). Without that bound, a worker with a deep
-backlog claimed faster than it recorded: draining 40,000 no-ops at concurrency 500,
+A task is still ``running`` in the database until its outcome is written, so the worker
+stops claiming while more than ``concurrency`` outcomes wait (``unrecorded``; see loop.py),
+and flushes stay small and quick. Without that bound, a worker with a deep backlog claimed
+faster than it recorded: draining 40,000 no-ops at concurrency 500,
 27,500 rows were "running" at once, one flush held 20,000 completions for over 15 s, the
 reaper requeued thousands of finished tasks as stalled, and the drain fell to ~800 tasks/s.
 """
@@ -69,11 +69,6 @@ class Outbox:
     def unrecorded(self) -> int:
         """Outcomes not yet written: their tasks still hold a worker slot."""
         return len(self._pending) + len(self._flushing)
-
-    def unrecorded_tasks(self) -> list[Task]:
-        """Tasks whose outcome is not yet written: still running for the database, so they
-        are heartbeated like the ones whose handler runs."""
-        return [task for task, _ in (*self._flushing, *self._pending)]
 
     def put(self, task: Task, outcome: Outcome) -> None:
         self._pending.append((task, outcome))
