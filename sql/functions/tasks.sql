@@ -29,9 +29,9 @@ $$;
 --
 -- Plans: plpgsql re-planned the claim for every call (a custom plan per p_limit and queue
 -- list), which was most of an idle claim's 0.6 ms. A generic plan is planned once per
--- connection: 0.34 ms. The UPDATE finds the claimed rows by `id = ANY(ARRAY(...))`, an index
--- probe per id whatever the estimate; joined to the CTE, the generic plan hash-joined a
--- sequential scan of the whole table (8.5 ms with 25,000 rows, and growing with the table).
+-- connection: 0.34 ms. Each branch only picks the due rows; one UPDATE starts them, by
+-- `id = ANY(v_ids)`, an index probe per id whatever the estimate (joined to the due rows, the
+-- generic plan hash-joined a sequential scan of the whole table: 8.5 ms with 25,000 rows).
 CREATE OR REPLACE FUNCTION pgqueue.claim(p_worker_id text, p_queues text[], p_kinds text[],
                                          p_limit integer)
 RETURNS SETOF pgqueue.tasks LANGUAGE plpgsql
@@ -39,6 +39,7 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_restricted text[];
+    v_ids uuid[];  -- the due tasks this claim locked, then starts
 BEGIN
     SELECT array_agg(name ORDER BY name) INTO v_restricted
       FROM pgqueue.queues
@@ -49,9 +50,8 @@ BEGIN
         -- so tasks_claim_idx yields rows already in claim order and the scan stops at the
         -- limit; `queue = ANY(array)` made the planner sort the whole backlog instead
         -- (12 ms per claim of 500 with 20,000 due rows; 0.6 ms this way, whatever the backlog).
-        RETURN QUERY
-        WITH due AS (
-            SELECT c.id
+        SELECT array_agg(c.id) INTO v_ids FROM (
+            SELECT d.id
               FROM unnest(p_queues) AS q(name)
              CROSS JOIN LATERAL (
                    SELECT t.id, t.priority, t.run_at, t.seq FROM pgqueue.tasks t
@@ -59,58 +59,52 @@ BEGIN
                       AND (p_kinds IS NULL OR t.kind = ANY(p_kinds))
                     ORDER BY t.priority DESC, t.run_at, t.seq
                     LIMIT p_limit
-                      FOR UPDATE SKIP LOCKED) c
-             ORDER BY c.priority DESC, c.run_at, c.seq
-             LIMIT p_limit
-        ), claimed AS (
-            UPDATE pgqueue.tasks t
-               SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
-                   started_at = now(), heartbeat_at = now(), updated_at = now()
-             WHERE t.id = ANY(ARRAY(SELECT id FROM due))
-            RETURNING t.*
+                      FOR UPDATE SKIP LOCKED) d
+             ORDER BY d.priority DESC, d.run_at, d.seq
+             LIMIT p_limit) c;
+    ELSE
+        -- Limited queues: lock their settings rows so claimers of the same limited queue take
+        -- turns. The next statement runs with a fresh snapshot (plpgsql, READ COMMITTED), so
+        -- it counts the running tasks the previous lock holder committed.
+        PERFORM 1 FROM pgqueue.queues
+          WHERE name = ANY(v_restricted) AND concurrency_limit IS NOT NULL AND NOT paused
+          ORDER BY name FOR UPDATE;
+
+        WITH caps AS (
+            SELECT q.name,
+                   CASE WHEN q.paused THEN 0
+                        WHEN q.concurrency_limit IS NULL THEN p_limit
+                        ELSE greatest(0, q.concurrency_limit - (
+                                 SELECT count(*) FROM pgqueue.tasks r
+                                  WHERE r.status = 'running' AND r.queue = q.name))
+                   END AS free
+              FROM pgqueue.queues q WHERE q.name = ANY(v_restricted)
         )
-        SELECT * FROM claimed ORDER BY priority DESC, run_at, seq;  -- claim order, as promised
-        RETURN;
+        SELECT array_agg(c.id) INTO v_ids FROM (
+            SELECT d.id
+              FROM unnest(p_queues) AS q(name)
+              LEFT JOIN caps ON caps.name = q.name
+             CROSS JOIN LATERAL (
+                   SELECT t.id, t.priority, t.run_at, t.seq FROM pgqueue.tasks t
+                    WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
+                      AND (p_kinds IS NULL OR t.kind = ANY(p_kinds))
+                    ORDER BY t.priority DESC, t.run_at, t.seq
+                    LIMIT least(p_limit, coalesce(caps.free, p_limit))
+                      FOR UPDATE SKIP LOCKED) d
+             ORDER BY d.priority DESC, d.run_at, d.seq
+             LIMIT p_limit) c;
     END IF;
 
-    -- Limited queues: lock their settings rows so claimers of the same limited queue take
-    -- turns. The next statement runs with a fresh snapshot (plpgsql, READ COMMITTED), so it
-    -- counts the running tasks the previous lock holder committed.
-    PERFORM 1 FROM pgqueue.queues
-      WHERE name = ANY(v_restricted) AND concurrency_limit IS NOT NULL AND NOT paused
-      ORDER BY name FOR UPDATE;
-
+    -- The rows stay locked (FOR UPDATE above) until this transaction ends; start them all.
     RETURN QUERY
-    WITH caps AS (
-        SELECT q.name,
-               CASE WHEN q.paused THEN 0
-                    WHEN q.concurrency_limit IS NULL THEN p_limit
-                    ELSE greatest(0, q.concurrency_limit - (
-                             SELECT count(*) FROM pgqueue.tasks r
-                              WHERE r.status = 'running' AND r.queue = q.name))
-               END AS free
-          FROM pgqueue.queues q WHERE q.name = ANY(v_restricted)
-    ), due AS (
-        SELECT c.id
-          FROM unnest(p_queues) AS q(name)
-          LEFT JOIN caps ON caps.name = q.name
-         CROSS JOIN LATERAL (
-               SELECT t.id, t.priority, t.run_at, t.seq FROM pgqueue.tasks t
-                WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
-                  AND (p_kinds IS NULL OR t.kind = ANY(p_kinds))
-                ORDER BY t.priority DESC, t.run_at, t.seq
-                LIMIT least(p_limit, coalesce(caps.free, p_limit))
-                  FOR UPDATE SKIP LOCKED) c
-         ORDER BY c.priority DESC, c.run_at, c.seq
-         LIMIT p_limit
-    ), claimed AS (
+    WITH claimed AS (
         UPDATE pgqueue.tasks t
            SET status = 'running', attempts = t.attempts + 1, worker_id = p_worker_id,
                started_at = now(), heartbeat_at = now(), updated_at = now()
-         WHERE t.id = ANY(ARRAY(SELECT id FROM due))
+         WHERE t.id = ANY(v_ids)
         RETURNING t.*
     )
-    SELECT * FROM claimed ORDER BY priority DESC, run_at, seq;
+    SELECT * FROM claimed ORDER BY priority DESC, run_at, seq;  -- claim order, as promised
 END
 $$;
 
