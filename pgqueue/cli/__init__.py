@@ -23,6 +23,7 @@ COMMANDS = [
     "serve",
     "worker",
     "enqueue",
+    "watch",
     "token",
     "status",
     "queue",
