@@ -22,6 +22,7 @@ import httpx
 import msgspec
 import websockets
 
+from pgqueue import otel
 from pgqueue.errors import (
     Conflict,
     InvalidInput,
@@ -249,7 +250,9 @@ class Client:
         timeout: float | None = None,
     ) -> httpx.Response:
         content = None if body is None else _encode(body)
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        if method == "POST" and path in ("/tasks", "/tasks/batch"):
+            headers.update(otel.current_headers())  # the enqueue joins the caller's trace
         response = await self._http.request(
             method,
             path,

@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from pgqueue import logging as log_context
+from pgqueue import otel
 from pgqueue.errors import InvalidInput
 from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Permanent, Released, Retry
 from pgqueue.tasks import Task
@@ -42,8 +44,18 @@ async def execute(
     """Run the handler for this attempt with its timeout; never raises for handler errors.
 
     Cancellation of the calling asyncio task means cancel-requested (``Cancelled``) unless
-    ``shutting_down`` is set (``Released``).
+    ``shutting_down`` is set (``Released``). The attempt runs in the task's trace (a
+    consumer span, pgqueue/otel.py) and its log lines name the task (pgqueue/logging.py).
     """
+    with otel.processing(task) as span, log_context.bind(**log_context.task_fields(task)):
+        outcome, ctx = await _attempt(task, handler, reporter, shutting_down)
+        span.ended(type(outcome).__name__.lower(), getattr(outcome, "error", None))
+    return outcome, ctx
+
+
+async def _attempt(
+    task: Task, handler: Handler, reporter: Reporter, shutting_down: asyncio.Event | None
+) -> tuple[Outcome, Context]:
     ctx = Context(task, reporter)
     timeout_s = task.timeout_s or handler.timeout_s
     try:
