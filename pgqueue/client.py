@@ -227,6 +227,12 @@ class Client:
         response = await self._request("POST", f"/tasks/{task_id}/fail", body=body)
         return msgspec.json.decode(response.content, type=Task)
 
+    async def cancelled(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
+        """The handler was stopped because a cancel was requested: the task ends cancelled."""
+        body = {"lease": lease, **outcome}
+        response = await self._request("POST", f"/tasks/{task_id}/cancelled", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
     async def release(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
         body = {"lease": lease, **outcome}
         response = await self._request("POST", f"/tasks/{task_id}/release", body=body)
