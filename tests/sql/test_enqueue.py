@@ -159,7 +159,8 @@ async def test_enqueue_many_keeps_input_order_and_replays_keys(queue: Queue) -> 
 async def test_enqueued_tasks_are_what_the_database_holds(queue: Queue) -> None:
     # enqueue builds its answer from the input and the few columns the INSERT returns;
     # it must be the very row a later read gets.
-    parent = await queue.enqueue("k", {"nested": {"b": [1, 2.5, None], "a": "x"}})
+    # (the parent is ann's: a child must have its parent's owner)
+    parent = await queue.enqueue("k", {"nested": {"b": [1, 2.5, None], "a": "x"}}, user_id="ann")
     fields: dict[str, Any] = {
         "queue": "q.1",
         "priority": -3,
