@@ -34,7 +34,7 @@ from pgqueue.api.services import PrincipalDep, ServicesDep
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.errors import InvalidInput, NotFound, PayloadTooLarge, StaleLease
-from pgqueue.tasks import Task, lease_parse
+from pgqueue.tasks import Task, lease_parse, result_json
 
 _encode = msgspec.json.Encoder().encode
 
@@ -193,9 +193,8 @@ class WorkersController(Controller):
         f = fence(task_id, data.lease)
         item = {
             **f.params(),
-            "result": msgspec.json.decode(
-                _json(data.result, "result", services.settings.max_payload_bytes)
-            ),
+            # the one result limit of every path (413 here, unrecordable_outcome locally)
+            "result": msgspec.json.decode(result_json(data.result, services.settings.result_limit)),
             "usage": data.usage,
             "exit_code": data.exit_code,
         }

@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from pgqueue.errors import InvalidInput
-from pgqueue.tasks import Task, Usage
+from pgqueue.errors import InvalidInput, PayloadTooLarge
+from pgqueue.tasks import Task, Usage, check_result_size
 from pgqueue.worker.context import Context, Reporter
 from pgqueue.worker.handlers import Handler
 from pgqueue.worker.outcomes import Permanent, Retry
@@ -61,17 +61,26 @@ def error_info(exc: BaseException, *, retryable: bool, kind: str | None = None) 
     }
 
 
+def _unrecordable(exc: Exception, ctx: Context) -> Failed:
+    """An outcome the database would refuse, recorded once as a permanent failure instead."""
+    error = {"type": "unrecordable_outcome", "message": str(exc), "retryable": False}
+    return Failed(error=error, retryable=False, usage=ctx.usage, exit_code=ctx.exit_code)
+
+
 async def execute(
     task: Task,
     handler: Handler,
     reporter: Reporter,
     *,
     shutting_down: asyncio.Event | None = None,
+    max_result_bytes: int | None = None,
 ) -> tuple[Outcome, Context]:
     """Run the handler for this attempt with its timeout; never raises for handler errors.
 
     Cancellation of the calling asyncio task means cancel-requested (``Cancelled``) unless
-    ``shutting_down`` is set (``Interrupted``).
+    ``shutting_down`` is set (``Interrupted``). A result over ``max_result_bytes`` (the one
+    result limit, ``Settings.result_limit``) cannot be recorded: a permanent failure of type
+    ``unrecordable_outcome``, as HTTP complete refuses it with 413.
     """
     ctx = Context(task, reporter)
     timeout_s = task.timeout_s or handler.timeout_s
@@ -82,7 +91,11 @@ async def execute(
                 result = await handler.fn(ctx, payload)
             else:
                 result = await asyncio.to_thread(handler.fn, ctx, payload)
-        msgspec.json.encode(result)  # an unstorable result is the handler's bug: say so now
+        encoded = msgspec.json.encode(result)  # unstorable: the handler's bug, say so now
+        try:
+            check_result_size(len(encoded), max_result_bytes)
+        except PayloadTooLarge as exc:
+            return _unrecordable(exc, ctx), ctx
         return Completed(result=result, usage=ctx.usage, exit_code=ctx.exit_code), ctx
     except TimeoutError as exc:
         error = error_info(exc, retryable=True, kind="timeout")
