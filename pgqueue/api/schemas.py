@@ -216,10 +216,12 @@ class StreamOp(_Input, frozen=True):
     """A client message: ``{"op": "subscribe"|"unsubscribe", "task_ids"|"queues"|"all"}``."""
 
     op: Annotated[str, msgspec.Meta(pattern="^(subscribe|unsubscribe|ping)$")]
-    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=10_000)] = msgspec.field(
+    # The per-connection bounds of SPEC §5 (pgqueue.api.stream.MAX_TASK_IDS, MAX_QUEUES):
+    # an op longer than a connection may hold is refused while it is decoded.
+    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=1_000)] = msgspec.field(
         default_factory=list
     )
-    queues: Annotated[list[QueueName], msgspec.Meta(max_length=1000)] = msgspec.field(
+    queues: Annotated[list[QueueName], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=list
     )
     all: bool = False
