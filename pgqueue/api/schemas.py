@@ -107,7 +107,8 @@ class ErrorIn(_Input, frozen=True):
 
 
 class Fail(_Input, frozen=True):
-    """A failed attempt. ``error.type == "cancelled"`` records a cancel the worker obeyed."""
+    """A failed attempt. (Deprecated, still accepted for one release: ``error.type ==
+    "cancelled"`` records a cancel the worker obeyed; send ``POST /tasks/{id}/cancelled``.)"""
 
     lease: Lease
     error: ErrorIn
@@ -122,6 +123,13 @@ class Fail(_Input, frozen=True):
 
 class Release(_Input, frozen=True):
     """Graceful shutdown of a remote worker: hand the task back without spending an attempt."""
+
+    lease: Lease
+    usage: UsageIn | None = None
+
+
+class CancelObeyed(_Input, frozen=True):
+    """The worker stopped the handler because the task's cancel was requested."""
 
     lease: Lease
     usage: UsageIn | None = None
