@@ -59,6 +59,7 @@ class Stack(msgspec.Struct):
     """A served API with its tokens, and the worker running tests/ui/apps.py."""
 
     url: str
+    port: int
     tokens: Tokens
     settings: Settings
     gates: Path
@@ -110,7 +111,7 @@ async def stack(dsn: str, tmp_path: Path, started: list[subprocess.Popen[bytes]]
     await wait_healthy(url, server)
     gates = tmp_path / "gates"
     gates.mkdir()
-    return Stack(url=url, tokens=tokens, settings=settings, gates=gates)
+    return Stack(url=url, port=port, tokens=tokens, settings=settings, gates=gates)
 
 
 @pytest.fixture(scope="session")
@@ -127,13 +128,20 @@ class Problems:
     def __init__(self) -> None:
         self.errors: list[str] = []
         self.allowed: list[tuple[int, re.Pattern[str]]] = [_WHY]
+        self.allowed_messages: list[re.Pattern[str]] = []
 
     def allow(self, status: int, url_pattern: str) -> None:
         """Expect the browser to log a failed load of ``status`` for URLs matching this."""
         self.allowed.append((status, re.compile(url_pattern)))
 
+    def allow_message(self, pattern: str) -> None:
+        """Expect a console error matching this (e.g. the stream's refused reconnects)."""
+        self.allowed_messages.append(re.compile(pattern))
+
     def on_console(self, message: Any) -> None:
         if message.type != "error":
+            return
+        if any(p.search(message.text) for p in self.allowed_messages):
             return
         failed = _FAILED_LOAD.match(message.text)
         url = message.location.get("url", "")
@@ -154,8 +162,13 @@ def problems() -> Problems:
 
 
 @pytest.fixture
-async def new_page(browser: Any, problems: Problems) -> AsyncIterator[Any]:
-    """``await new_page(width=1280)``: a page in a fresh context (its own sessionStorage)."""
+async def new_page(
+    browser: Any, problems: Problems, started: list[subprocess.Popen[bytes]]
+) -> AsyncIterator[Any]:
+    """``await new_page(width=1280)``: a page in a fresh context (its own sessionStorage).
+
+    Depends on ``started`` so that pages close before the servers they talk to stop (a
+    stopped server would make the page log its reconnect attempts)."""
     contexts: list[Any] = []
 
     async def make(width: int = 1280, height: int = 860) -> Any:

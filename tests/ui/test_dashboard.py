@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import free_port
+from pgqueue.queue import Queue
+from tests.api.conftest import free_port, serve_process, wait_healthy
 from tests.helpers import ROOT, wait_for
 from tests.ui.conftest import Problems, Stack, sign_in
 
@@ -396,6 +397,36 @@ async def test_every_view_keyboard_narrow_screen_and_screenshots(
         if view.startswith("#/tasks/"):
             await phone.screenshot(path=shots / "task-phone.png")
     stack.open_gate(stack.gate("held"))
+
+
+async def test_the_stream_reconnects_and_shows_what_changed_meanwhile(
+    stack: Stack,
+    new_page: Any,
+    problems: Problems,
+    started: list[subprocess.Popen[bytes]],
+) -> None:
+    """The server restarts while the page is open: a task enqueued while it was down shows
+    once the page is back, without a reload."""
+    page = await new_page()
+    await sign_in(page, stack.url, stack.tokens.admin)
+    await page.goto(f"{stack.url}/ui#/tasks")
+    await page.locator("#tasks").wait_for()
+    server = started[0]
+    server.terminate()
+    await asyncio.to_thread(server.wait, 20)
+    problems.allow_message(r"WebSocket connection to .* failed")
+    problems.allow_message(r"Failed to load resource: net::ERR_CONNECTION_REFUSED")
+    await page.locator('#live[data-state="off"]').wait_for()
+
+    async with Queue(settings=stack.settings) as queue:
+        gate = stack.gate("meanwhile")
+        stack.open_gate(gate)
+        task = await queue.enqueue("ui.gated", {"gates": [gate]})
+    restarted = serve_process(stack.settings, stack.port)
+    started.append(restarted)
+    await wait_healthy(stack.url, restarted)
+    await page.locator('#live[data-state="live"]').wait_for(timeout=30_000)
+    await row(page, str(task.id), "completed").wait_for(timeout=30_000)
 
 
 def dev_process(dsn: str, port: int) -> subprocess.Popen[bytes]:

@@ -492,13 +492,15 @@ function overviewView() {
   };
 }
 
-const LIMIT_KEYS = ["concurrency_limit", "rate_limit", "per_user_concurrency", "fair", "circuit_breaker"];
+// SPEC §12's settings beyond pause and the concurrency limit, when the server reports them.
+const MORE_SETTINGS = ["rate_limit", "per_user_concurrency", "fair", "circuit_breaker"];
+const LIMIT_KEYS = ["concurrency_limit", ...MORE_SETTINGS, "open_breakers"];
 
 function limitsText(q) {
   const parts = [];
   for (const key of LIMIT_KEYS) {
     const v = q[key];
-    if (v === null || v === undefined || v === false) continue;
+    if (v === null || v === undefined || v === false || (Array.isArray(v) && !v.length)) continue;
     parts.push(`${key.replace(/_/g, " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
   }
   return parts.join("; ") || "none";
@@ -1068,6 +1070,8 @@ function queueView(name) {
       loadedOnce = true;
       paused.checked = !!q.paused;
       limit.value = q.concurrency_limit ?? "";
+      const current = Object.fromEntries(MORE_SETTINGS.filter((k) => k in q).map((k) => [k, q[k]]));
+      more.value = Object.keys(current).length ? JSON.stringify(current) : "";
     }
   }
   const stop = poller(load, OVERVIEW_POLL_MS);
