@@ -310,7 +310,7 @@ async def test_every_view_keyboard_narrow_screen_and_screenshots(
             await enqueue(admin, "ui.gated", payload={"gates": [gate]}, tags=["demo"])
         running = await enqueue(admin, "ui.gated", payload={"gates": [stack.gate("held")]})
         await enqueue(admin, "ui.boom", queue="default")
-        await enqueue(admin, "ui.gated", queue="emails", payload={"gates": []}, priority=5)
+        waiting = await enqueue(admin, "ui.gated", queue="emails", payload={"gates": []})
 
         page = await new_page()
         await sign_in(page, stack.url, stack.tokens.admin)
@@ -336,6 +336,19 @@ async def test_every_view_keyboard_narrow_screen_and_screenshots(
         await page.goto(f"{stack.url}/ui#/tasks/{running['id']}")
         await page.locator("#block-checkpoint").wait_for()
         await page.screenshot(path=shots / "task.png")
+
+        # A task no worker serves: the "why" panel shows the API's reasons, if it has them.
+        why = await admin.get(f"/tasks/{waiting['id']}/why")
+        async with page.expect_response(lambda r: r.url.endswith("/why")) as asked:
+            await page.goto(f"{stack.url}/ui#/tasks/{waiting['id']}")
+        assert (await asked.value).status == why.status_code
+        await page.locator('#main[data-task-status="pending"]').wait_for()
+        if why.status_code == 200:
+            for reason in why.json()["reasons"]:
+                await page.locator(f'#why li[data-code="{reason["code"]}"]').wait_for()
+        else:
+            assert why.status_code == 404
+            assert await page.locator("#why").is_hidden()
 
         # Workers: the live worker and its heartbeat age.
         await page.goto(f"{stack.url}/ui#/workers")
