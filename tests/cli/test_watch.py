@@ -142,3 +142,9 @@ async def test_watch_exits_3_when_the_wait_runs_out(dsn: str, queue: Queue) -> N
     assert msgspec.json.decode(out)["status"] == Status.PENDING
     code, _, err = await _pgqueue(dsn, "watch", "not-a-uuid")
     assert code == 2 and "id" in err
+
+
+def test_control_characters_of_a_message_never_reach_the_terminal() -> None:
+    from pgqueue.cli.watch import printable
+
+    assert printable("step 1\x1b[2J\r\nnext\x07") == "step 1 [2J  next "
