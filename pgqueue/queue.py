@@ -463,6 +463,11 @@ def _task_id(value: uuid.UUID | str, field: str = "id") -> TaskId:
 def _cursor_seq(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
-    if not cursor.isdigit():
+    # isdigit() alone accepts "²" and other digits int() refuses (a 500 once): ASCII only,
+    # and within the bigint range of tasks.seq.
+    if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > _SEQ_MAX:
         raise InvalidInput("cursor", f"{cursor!r} is not a cursor returned by a previous page")
     return int(cursor)
+
+
+_SEQ_MAX = 2**63 - 1

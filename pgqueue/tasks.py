@@ -197,6 +197,6 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 def lease_parse(lease: str) -> tuple[int, WorkerId]:
     """Split a lease string into (attempt, worker id); ValueError names what is wrong."""
     attempt, sep, worker = lease.partition(":")
-    if not sep or not worker or not attempt.isdigit():
+    if not sep or not worker or not (attempt.isascii() and attempt.isdigit()):
         raise ValueError(f"lease {lease!r} is not '<attempt>:<worker id>'")
     return int(attempt), WorkerId(worker)

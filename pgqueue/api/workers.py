@@ -276,7 +276,10 @@ class WorkersController(Controller):
 
     @get("/workers", summary="Live workers")
     async def workers(self, services: ServicesDep, principal: PrincipalDep) -> list[WorkerStatus]:
-        """Local and remote workers with a heartbeat row, and how old that heartbeat is."""
+        """Local and remote workers with a heartbeat row, and how old that heartbeat is.
+
+        Not for user tokens (403): hosts and pids are the operator's (SPEC §4)."""
+        require(principal, Role.ADMIN, Role.WORKER)
         async with services.pool.connection() as conn:
             cur = await conn.execute(QUERIES["stats_workers"])
             rows = await cur.fetchall()
