@@ -45,6 +45,8 @@ class Principal(msgspec.Struct, frozen=True):
 
     user_id: str | None
     role: Role
+    # The token's row id: a remote worker's leases are bound to the token that claimed them.
+    token_id: int | None = None
 
     @property
     def sees_all(self) -> bool:
@@ -176,7 +178,7 @@ class Authenticator:
                 del self._refused[next(iter(self._refused))]
             self._refused[digest] = expires
             return None
-        principal = Principal(user_id=row[0], role=Role(row[1]))
+        principal = Principal(user_id=row[0], role=Role(row[1]), token_id=row[2])
         self._refused.pop(digest, None)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()

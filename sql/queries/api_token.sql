@@ -20,7 +20,7 @@ WITH live AS (
      WHERE t.id = live.id
        AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
 )
-SELECT user_id, role FROM live;
+SELECT user_id, role, id FROM live;
 
 -- name: api_token_list
 -- Every token, newest first (revoked ones too: who had access, and until when).
