@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Any
 
+from pgqueue import logging as log_context
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.errors import InvalidInput
 from pgqueue.settings import Settings
@@ -23,6 +24,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("app", help="where the App is, e.g. myproject.tasks:app")
     parser.add_argument("--queues", help="comma-separated queues (default: the App's queues)")
     parser.add_argument("--concurrency", type=int, default=10, help="tasks at once (default 10)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="P",
+        help="run and supervise P worker processes, each with --concurrency (default 1)",
+    )
     parser.add_argument("--worker-id", help="default: host:pid:random")
     parser.add_argument(
         "--allow-command",
@@ -52,7 +60,16 @@ def load_app(spec: str) -> App:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = load_app(args.app)
+    if args.processes < 1:
+        raise InvalidInput("processes", f"must be >= 1, got {args.processes}")
+    if args.processes > 1 and args.worker_id:
+        # One id for several processes (or for a restarted one) would share leases.
+        raise InvalidInput("worker_id", "cannot be given with --processes: each needs its own")
+    app = load_app(args.app)  # also in the supervisor: a bad APP fails once, here
+    if args.processes > 1:
+        from pgqueue.cli.processes import Supervisor, without_processes_flag
+
+        return Supervisor(without_processes_flag(args.argv), args.processes).run()
     if args.allow_command:
         from pgqueue.worker.command import register_command
 
@@ -77,7 +94,8 @@ async def run_worker(app: App, settings: Settings, **options: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    await worker.run()
+    with log_context.bind(worker_id=worker.id):  # every log line of this worker names it
+        await worker.run()
 
 
 async def _run_remote(app: App, args: argparse.Namespace, queues: list[str] | None) -> int:

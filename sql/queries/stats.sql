@@ -11,6 +11,31 @@ SELECT queue AS name, pending, running, completed, failed, cancelled, due,
   FROM pgqueue.queue_stats
  ORDER BY queue;
 
+-- name: stats_queues_of_user
+-- GET /queues for a user token: the same columns, counting only %(user_id)s's tasks, for the
+-- queues that user has tasks in (another tenant's backlog is not theirs to see, SPEC §4).
+-- Served by tasks_user_idx; the settings columns are the queue's own.
+SELECT t.queue AS name, t.pending, t.running, t.completed, t.failed, t.cancelled, t.due,
+       round(coalesce(t.oldest_due_age_s, 0)::numeric, 1)::float8 AS oldest_due_age_s,
+       t.completed_last_minute, coalesce(q.paused, false) AS paused, q.concurrency_limit
+  FROM (SELECT queue,
+               count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
+               count(*) FILTER (WHERE status = 'running') AS running,
+               count(*) FILTER (WHERE status = 'completed') AS completed,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+               extract(epoch FROM now() - min(run_at) FILTER (
+                   WHERE status = 'pending' AND run_at <= now())) AS oldest_due_age_s,
+               count(*) FILTER (WHERE status = 'completed'
+                                  AND completed_at > now() - interval '1 minute')
+                   AS completed_last_minute
+          FROM pgqueue.tasks
+         WHERE user_id = %(user_id)s::text
+         GROUP BY queue) t
+  LEFT JOIN pgqueue.queues q ON q.name = t.queue
+ ORDER BY t.queue;
+
 -- name: stats_workers
 -- Live workers (local and remote) with the age of their last heartbeat.
 SELECT id, host, pid, queues, kinds, concurrency, running, started_at, heartbeat_at,
@@ -19,10 +44,12 @@ SELECT id, host, pid, queues, kinds, concurrency, running, started_at, heartbeat
 
 -- name: stats_usage_by_user
 -- Task counts and summed usage per owner; %(user_id)s (when not NULL) limits it to one owner.
+-- Sums are numeric and clamped (pgqueue.usage_tokens/usage_cost): no task's usage, however
+-- large, makes /stats fail for anyone (SPEC §2 "Bounded numbers").
 SELECT user_id, count(*) AS tasks,
-       coalesce(sum((usage->>'input_tokens')::bigint), 0)::bigint AS input_tokens,
-       coalesce(sum((usage->>'output_tokens')::bigint), 0)::bigint AS output_tokens,
-       coalesce(sum((usage->>'cost')::numeric), 0)::float8 AS cost
+       pgqueue.usage_tokens(sum((usage->>'input_tokens')::numeric)) AS input_tokens,
+       pgqueue.usage_tokens(sum((usage->>'output_tokens')::numeric)) AS output_tokens,
+       pgqueue.usage_cost(sum((usage->>'cost')::numeric)) AS cost
   FROM pgqueue.tasks
  WHERE %(user_id)s::text IS NULL OR user_id = %(user_id)s::text
  GROUP BY user_id ORDER BY user_id NULLS FIRST;
@@ -30,9 +57,9 @@ SELECT user_id, count(*) AS tasks,
 -- name: stats_usage_by_queue
 -- Task counts and summed usage per queue; %(user_id)s (when not NULL) counts one owner's only.
 SELECT queue, count(*) AS tasks,
-       coalesce(sum((usage->>'input_tokens')::bigint), 0)::bigint AS input_tokens,
-       coalesce(sum((usage->>'output_tokens')::bigint), 0)::bigint AS output_tokens,
-       coalesce(sum((usage->>'cost')::numeric), 0)::float8 AS cost
+       pgqueue.usage_tokens(sum((usage->>'input_tokens')::numeric)) AS input_tokens,
+       pgqueue.usage_tokens(sum((usage->>'output_tokens')::numeric)) AS output_tokens,
+       pgqueue.usage_cost(sum((usage->>'cost')::numeric)) AS cost
   FROM pgqueue.tasks
  WHERE %(user_id)s::text IS NULL OR user_id = %(user_id)s::text
  GROUP BY queue ORDER BY queue;
