@@ -27,6 +27,7 @@ from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
+from pgqueue.api.ui import DashboardController
 from pgqueue.api.workers import WorkersController
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
             SchedulesController,
             HealthController,
             stream,
+            DashboardController,  # GET /ui, the web dashboard (SPEC §14)
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
@@ -111,6 +113,9 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
             security=[{"bearer": []}],
         ),
         debug=False,
+        # Log through the root logger as every pgqueue command sets it up (pgqueue/logging.py:
+        # text, or one JSON object per line): Litestar's own config would replace it.
+        logging_config=None,
     )
 
 

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pgqueue.tasks import NewTask, QueueName, Task, TaskId
+from pgqueue.tasks import (
+    BackoffSeconds,
+    NewTask,
+    QueueName,
+    Task,
+    TaskId,
+    UsageCost,
+    UsageTokens,
+)
 
 MAX_BATCH = 10_000
 MAX_WAIT_S = 300.0
@@ -34,11 +42,12 @@ class Batch(_Input, frozen=True):
 
 
 class UsageIn(_Input, frozen=True):
-    """Tokens and cost of this attempt (added to the task's totals)."""
+    """Tokens and cost of this attempt (added to the task's totals), bounded as
+    ``pgqueue.tasks.Usage`` is: tokens <= 10^12, cost <= 10^9 per report (SPEC §2)."""
 
-    input_tokens: Count = 0
-    output_tokens: Count = 0
-    cost: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    input_tokens: UsageTokens = 0
+    output_tokens: UsageTokens = 0
+    cost: UsageCost = 0.0
 
 
 class ProgressIn(_Input, frozen=True):
@@ -98,7 +107,8 @@ class ErrorIn(_Input, frozen=True):
 
 
 class Fail(_Input, frozen=True):
-    """A failed attempt. ``error.type == "cancelled"`` records a cancel the worker obeyed."""
+    """A failed attempt. (Deprecated, still accepted for one release: ``error.type ==
+    "cancelled"`` records a cancel the worker obeyed; send ``POST /tasks/{id}/cancelled``.)"""
 
     lease: Lease
     error: ErrorIn
@@ -107,12 +117,19 @@ class Fail(_Input, frozen=True):
     usage: UsageIn | None = None
     exit_code: int | None = None
     # The handler's backoff (a remote worker knows its handlers; the server does not).
-    backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    backoff_base_s: BackoffSeconds | None = None
+    backoff_max_s: BackoffSeconds | None = None
 
 
 class Release(_Input, frozen=True):
     """Graceful shutdown of a remote worker: hand the task back without spending an attempt."""
+
+    lease: Lease
+    usage: UsageIn | None = None
+
+
+class CancelObeyed(_Input, frozen=True):
+    """The worker stopped the handler because the task's cancel was requested."""
 
     lease: Lease
     usage: UsageIn | None = None

@@ -1,7 +1,9 @@
 """``/tasks``: enqueue, read, list, cancel, retry, events — a thin layer over ``Queue``.
 
 Ownership is the only rule added here: a ``user`` token's tasks are its own (``user_id`` is
-forced to the token's user), and another user's task is a 404, as if it did not exist.
+forced to the token's user), and another user's task is a 404, as if it did not exist. A
+``worker`` token names no owner: its task takes the owner of its ``parent_id`` (``Queue``
+checks the parent and copies its owner), so a worker cannot make tasks in a user's name.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from pgqueue import otel
 from pgqueue.api.auth import Principal, Role
 from pgqueue.api.schemas import MAX_WAIT_S, Batch, TaskPage
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
@@ -24,6 +27,18 @@ from pgqueue.tasks import Event, NewTask, Status, Task
 WaitParam = Annotated[
     float | None,
     QueryParameter(ge=0, le=MAX_WAIT_S, description="hold until terminal, ≤ 300 s"),
+]
+
+
+# Trace Context: a malformed value is ignored (not refused), see otel.valid_traceparent.
+TraceparentHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="traceparent",
+        required=False,
+        max_length=512,
+        description="W3C Trace Context: the enqueue joins the caller's trace",
+    ),
 ]
 
 
@@ -38,9 +53,14 @@ async def readable(services: Services, principal: Principal, task_id: str) -> Ta
     return owned(await services.queue.get(task_id), principal)
 
 
-def _for_principal(task: NewTask, principal: PrincipalDep) -> NewTask:
+def _for_principal(task: NewTask, principal: PrincipalDep, field: str = "user_id") -> NewTask:
+    """The task as this principal may enqueue it: a user's is theirs, a worker's names no one."""
     if principal.role is Role.USER and task.user_id != principal.user_id:
         return msgspec.structs.replace(task, user_id=principal.user_id)
+    if principal.role is Role.WORKER and task.user_id is not None:
+        raise InvalidInput(
+            field, "a worker token cannot name an owner; the task takes its parent_id's owner"
+        )
     return task
 
 
@@ -58,8 +78,12 @@ class TasksController(Controller):
             str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
         wait: WaitParam = None,
+        traceparent: TraceparentHeader = None,
     ) -> Response[Task]:
-        """201 + the task; 200 + ``Idempotent-Replayed: true`` when the key already exists."""
+        """201 + the task; 200 + ``Idempotent-Replayed: true`` when the key already exists.
+
+        A W3C ``traceparent`` header puts the enqueue (and the task's run) in the caller's
+        trace (pgqueue/otel.py)."""
         if idempotency_key is not None:
             if data.idempotency_key not in (None, idempotency_key):
                 raise InvalidInput(
@@ -67,12 +91,17 @@ class TasksController(Controller):
                 )
             data = msgspec.structs.replace(data, idempotency_key=idempotency_key)
         data = _for_principal(data, principal)
-        if data.idempotency_key is None:
-            # Shares a statement and a commit with concurrent requests (api/coalesce.py).
-            task, replayed = await services.enqueuer.submit(data), False
-        else:
-            enqueued = await services.queue.submit(data)
-            task, replayed = enqueued.task, enqueued.replayed
+        # The producer span opens here, in this request's context: the coalescer below
+        # writes many requests' tasks from a task of its own.
+        with otel.sending([data], parent=otel.valid_traceparent(traceparent)) as send:
+            data = send.tasks[0]
+            if data.idempotency_key is None:
+                # Shares a statement and a commit with concurrent requests (api/coalesce.py).
+                task, replayed = await services.enqueuer.submit(data), False
+            else:
+                enqueued = await services.queue.submit(data)
+                task, replayed = enqueued.task, enqueued.replayed
+            send.created([task])
         if not replayed:
             services.metrics.enqueued.inc()
         if wait:
@@ -83,7 +112,11 @@ class TasksController(Controller):
 
     @post("/batch", status_code=HTTP_201_CREATED, summary="Enqueue up to 10,000 tasks at once")
     async def submit_batch(
-        self, data: JSONBody[Batch], services: ServicesDep, principal: PrincipalDep
+        self,
+        data: JSONBody[Batch],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        traceparent: TraceparentHeader = None,
     ) -> list[Task]:
         """One statement, one transaction: all are enqueued or none is. Input order kept.
 
@@ -91,10 +124,11 @@ class TasksController(Controller):
         tasks naming someone else are copied: copying all 10,000 was 4 % of a batch call."""
         owner = principal.user_id if principal.role is Role.USER else None
         tasks = [
-            t if t.user_id is None or owner is None else _for_principal(t, principal)
-            for t in data.tasks
+            t if t.user_id is None else _for_principal(t, principal, f"tasks[{i}].user_id")
+            for i, t in enumerate(data.tasks)
         ]
-        created = await services.queue.enqueue_many(tasks, user_id=owner)
+        with otel.sending(tasks, parent=otel.valid_traceparent(traceparent)) as send:
+            created = await services.queue.enqueue_many(send.tasks, user_id=owner)
         services.metrics.enqueued.inc(len(created))
         return created
 

@@ -334,7 +334,11 @@ async def test_a_running_worker_fires_due_schedules(
 
         (task,) = await wait_for(fired, timeout=20, what="the schedule's task to run")
     assert task.payload == {"n": 1}
-    assert task.idempotency_key is not None and task.idempotency_key.startswith("schedule:nightly:")
+    assert "schedule:nightly" in task.tags
+    cur = await conn.execute(
+        "SELECT task_id FROM pgqueue.schedule_fires WHERE schedule = 'nightly'"
+    )
+    assert await cur.fetchall() == [(task.id,)]  # de-duplicated where no producer writes
 
 
 async def test_a_limited_queue_moves_on_as_soon_as_a_slot_commits(
@@ -421,5 +425,17 @@ async def test_claims_wait_for_outcomes_to_be_written(
 
         await wait_for(drained, timeout=120, interval=0.01, what="1,000 tasks completed")
     assert 0 < most <= 40
+    cur = await conn.execute("SELECT count(*) FROM pgqueue.events WHERE event = 'requeued'")
+    assert await cur.fetchone() == (0,)
+
+
+async def test_heartbeats_keep_a_task_longer_than_the_stall_time(
+    queue: Queue, conn: psycopg.AsyncConnection[Any], dsn: str
+) -> None:
+    settings = fast_settings(dsn, heartbeat_s=0.3, stall_s=1.5, reap_s=0.3)
+    async with running_worker(app, settings):
+        task = await queue.enqueue("block", {"name": "long", "s": 3.0})
+        done = await queue.wait(task.id, timeout_s=30)
+    assert (done.status, done.attempts) == (Status.COMPLETED, 1)
     cur = await conn.execute("SELECT count(*) FROM pgqueue.events WHERE event = 'requeued'")
     assert await cur.fetchone() == (0,)
