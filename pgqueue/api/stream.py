@@ -1,20 +1,23 @@
 """``WS /ws``: live task updates (SPEC §5), one LISTEN connection per process fanned out here.
 
-The ``Hub`` takes every ``pgqueue_events`` notification from the process's Listener. When
-someone subscribed to the tasks it names, it reads those tasks in ONE query per batch of
-notifications (never one per subscriber), encodes each change ONCE into one ASGI event, and
-offers it to each interested subscriber whose principal may read the task (authorization per
-message). Each change is its own frame; changes are never merged.
+The ``Hub`` is woken by every ``pgqueue_events`` notification from the process's Listener.
+When someone follows a change it names, it reads the audit trail after its position (ONE
+query per batch of notifications, never one per subscriber, and one for the rows of the tasks
+concerned), encodes each change ONCE into one ASGI event carrying its ``event_id``, and offers
+it to each interested subscriber whose principal may read the task (authorization per
+message). Each change is its own frame; changes are never merged. A connection's first
+subscribe joins the router from a snapshot (a resume's ``since``, or now), so it gets every
+change after that point exactly once (docs/architecture.md, "Gap-free stream positions").
 
 An idle subscriber (nothing buffered, its sender task waiting) gets the frame written at once,
 when the transport takes it without waiting. Otherwise the frame goes to its bounded buffer
 (default 10,000 messages: it holds references to the event shared by all subscribers, so it
 costs pointers, not copies; it must exceed the largest burst, e.g. a 10,000-task batch),
 drained by its own sender task. The hub never awaits a subscriber: a full buffer closes that
-connection (code 1013, "try again later"); the client reconnects and resubscribes, getting
-the current state first. So a slow or dead client can neither grow memory nor delay anyone
-else, and the database is never waited on for it. Connections are borrowed from the pool
-only for the batch reads, never held by a stream.
+connection (code 1013, "try again later"); the client reconnects and resumes from its last
+``event_id`` (or resubscribes, getting the current state first). So a slow or dead client can
+neither grow memory nor delay anyone else, and the database is never waited on for it.
+Connections are borrowed from the pool only for the batch reads, never held by a stream.
 
 What one connection may cost is bounded (SPEC §5 "Bounds"): at most ``MAX_TASK_IDS`` task
 ids and ``MAX_QUEUES`` queues; an op that would pass either is refused whole. Every reply is
@@ -234,11 +237,9 @@ class Subscriber:
 
 
 class _Request:
-    """A request to the router, done between its reads of the trail.
-
-    Without ``sub``: follow the trail (a new subscriber, before its state read). With ``sub``:
-    that resuming subscriber's replay reached ``snapshot``; join it to the live changes.
-    """
+    """A request to the router, done between its reads of the trail: ``sub``'s replay (a
+    resume, or the empty one of a new connection) reached ``snapshot``; join it to the live
+    changes (and, when the hub is cold, start following the trail from there)."""
 
     def __init__(self, snapshot: Snapshot | None = None, sub: Subscriber | None = None) -> None:
         self.snapshot = snapshot
@@ -253,7 +254,8 @@ class Hub:
     after its ``Position`` (``pgqueue.db.stream.replay``, everything), in the order they are
     sent, so each change goes out with the ``event_id`` a client can resume from. The hub
     follows the trail only while someone is connected (cold otherwise: no reads at all);
-    the first subscriber warms it up. See docs/architecture.md, "Gap-free stream positions".
+    the first subscriber's join warms it up. See docs/architecture.md, "Gap-free stream
+    positions".
     """
 
     def __init__(
@@ -278,6 +280,7 @@ class Hub:
         # does so as soon as a read returns, before it hands out that read's changes.
         self.position: Position | None = None
         self._tailed_at = 0.0
+        self._cold = 0  # times the hub went cold: a read that spans one is discarded
         self._router: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()  # set while nobody is connected
@@ -349,6 +352,10 @@ class Hub:
         self._subscribers.discard(sub)
         if not self._subscribers:
             self._drained.set()
+            # Cold: nobody to follow the trail for. A read under way is discarded (``_cold``),
+            # so the next subscriber does not start from a stale position.
+            self.position = None
+            self._cold += 1
         self._all.discard(sub)
         for tid in sub.task_ids:
             self._unindex(self._by_task, tid, sub)
@@ -384,8 +391,9 @@ class Hub:
         if since is not None and not await self._retained(since):
             sub.reject("since_expired", "since: older than the retained events; resubscribe")
             return
+        first, resuming = not sub.started, since is not None
         sub.started = True
-        if since is not None:
+        if first:
             sub.catching_up = True  # from the moment it is indexed: the router skips it
         if op.all:
             sub.all = True
@@ -397,8 +405,12 @@ class Hub:
         for tid in new_ids:
             sub.task_ids.add(tid)
             self._by_task[tid].add(sub)
-        if since is None:
-            await self._warm_up()
+        if since is None and first:
+            # A new connection starts where the trail stands now, before its state read, and
+            # joins the router like a resuming one: it gets every change after that point
+            # (whether or not the router has read it yet) and none from before.
+            async with self._pool.connection() as conn:
+                since = Position.at(await db_stream.snapshot(conn))
         accepted = new_ids
         if new_ids:
             found = await self._fetch(new_ids)
@@ -410,7 +422,7 @@ class Hub:
                     missing.append(tid)
                 else:
                     accepted.append(tid)
-                    if since is None:
+                    if not resuming:
                         sub.offer(_frame(StateMessage(task=stream_task(task))))
             if missing:
                 # One reply for the op, however many ids it named.
@@ -418,7 +430,7 @@ class Hub:
                     "not_found",
                     f"task_ids: {len(missing)} tasks do not exist: {', '.join(map(str, missing))}",
                 )
-        if since is not None:
+        if first and since is not None:
             await self._catch_up(sub, since)
         sub.ack("subscribe", accepted, new_queues)
 
@@ -434,6 +446,11 @@ class Hub:
         for tid in gone_ids:
             self._forget(sub, tid)
         sub.ack("unsubscribe", gone_ids, gone_queues)
+
+    async def readable(self, principal: Principal, task_id: TaskId) -> bool:
+        """Whether the task exists and ``principal`` may read it."""
+        task = (await self._fetch([task_id])).get(task_id)
+        return task is not None and principal.may_read(task.user_id)
 
     def _forget(self, sub: Subscriber, tid: TaskId) -> None:
         sub.task_ids.discard(tid)
@@ -505,14 +522,6 @@ class Hub:
         sub.base = position.b
         sub.catching_up = False
 
-    async def _warm_up(self) -> None:
-        """Make sure the router follows the trail (before a new subscriber's state read)."""
-        if self.position is not None:
-            return
-        request = _Request()
-        await self._inbox.put(request)
-        await request.done
-
     # -- routing ------------------------------------------------------------------------
 
     def _on_notify(self, payload: str) -> None:
@@ -555,19 +564,14 @@ class Hub:
         if not self._subscribers:
             self.position = None  # cold: nobody to follow the trail for
             return
-        requests = [item for item in items if isinstance(item, _Request)]
-        joins = [r for r in requests if r.sub is not None]
+        joins = [item for item in items if isinstance(item, _Request) and item.sub is not None]
         must_read = False
         if self.position is None:
-            if not requests:
-                return  # notifications from before the first subscriber warmed us up
             given = [r.snapshot for r in joins if r.snapshot is not None]
-            if given:
-                # The oldest: every joining subscriber's snapshot covers it.
-                start = next(g for g in given if all(o.covers(g) for o in given))
-            else:
-                async with self._pool.connection() as conn:
-                    start = await db_stream.snapshot(conn)
+            if not given:
+                return  # notifications before the first subscriber joined
+            # The oldest: every joining subscriber's snapshot covers it.
+            start = next(g for g in given if all(o.covers(g) for o in given))
             self.position = Position.at(start)
             # Read at once: changes committed after ``start`` may have been notified already
             # (to a cold hub, which dropped the notifications).
@@ -580,10 +584,12 @@ class Hub:
                 request.done.set_result(None)
         if not (must_read or self._worth_reading(items)):
             return
-        while True:
-            read_from = self.position
+        while self.position is not None:
+            read_from, cold = self.position, self._cold
             async with self._pool.connection() as conn:
                 read = await db_stream.replay(conn, read_from, EVERYTHING, limit=_TAIL_ROWS)
+            if self._cold != cold:
+                return  # everyone left meanwhile: the hub is cold, this read is for no one
             full = len(read.rows) == _TAIL_ROWS
             last = read.rows[-1] if read.rows else None
             self.position = (
