@@ -27,7 +27,7 @@ from litestar.response import Stream
 from pgqueue.api.auth import Principal
 from pgqueue.api.schemas import StreamOp
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
-from pgqueue.api.stream import Hub, Subscriber
+from pgqueue.api.stream import Hub
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.stream import Position
 from pgqueue.tasks import TaskId
@@ -142,7 +142,9 @@ async def _events(
     ping_s: float,
 ) -> AsyncIterator[bytes]:
     sub = hub.add(principal, None, revalidate)
-    subscribing = asyncio.create_task(_subscribe(hub, sub, op), name="pgqueue-sse-subscribe")
+    # (a resume point past retention is said, ``since_expired``, and the stream goes on from
+    # now, state first: an EventSource would otherwise resend it forever)
+    subscribing = asyncio.create_task(hub.subscribe(sub, op), name="pgqueue-sse-subscribe")
     closing = asyncio.create_task(sub.closing.wait())
     try:
         while True:
@@ -176,14 +178,6 @@ async def _events(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.gather(subscribing, closing, return_exceptions=True)
-
-
-async def _subscribe(hub: Hub, sub: Subscriber, op: StreamOp) -> None:
-    """Subscribe; a resume point past retention is said (``since_expired``), then the stream
-    goes on from now, state first (an EventSource would otherwise resend it forever)."""
-    await hub.subscribe(sub, op)
-    if op.since is not None and not sub.started:
-        await hub.subscribe(sub, msgspec.structs.replace(op, since=None))
 
 
 def _event(kind: str, data: str, event_id: str = "") -> bytes:

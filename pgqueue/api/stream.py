@@ -367,7 +367,8 @@ class Hub:
 
         With ``op.since``: first every covered change after that event id, from the audit
         trail, then live changes, none missed and none twice (no state messages then: the
-        changes are the news). Checked whole before anything changes: an op that would pass
+        changes are the news); a ``since`` past retention gets ``since_expired`` and the
+        subscription starts from now. Checked whole before anything changes: an op that would pass
         a bound is refused.
         """
         since: Position | None = None
@@ -389,8 +390,10 @@ class Hub:
             sub.reject("too_many", f"queues: at most {MAX_QUEUES} per connection")
             return
         if since is not None and not await self._retained(since):
-            sub.reject("since_expired", "since: older than the retained events; resubscribe")
-            return
+            # Said, and the subscription goes on from now (state first), as after a fresh
+            # subscribe: the client re-reads what it needs instead of retrying forever.
+            sub.reject("since_expired", "since: older than the retained events; from now on")
+            since = None
         first, resuming = not sub.started, since is not None
         sub.started = True
         if first:

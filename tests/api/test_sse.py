@@ -127,6 +127,13 @@ async def test_resume_older_than_retention_is_since_expired(
         await ws.send(json.dumps({"op": "subscribe", "queues": ["old"], "since": since}))
         error = json.loads(await asyncio.wait_for(ws.recv(), 15))
         assert error["type"] == "error" and error["code"] == "since_expired"
+        # ...and the subscription goes on from now.
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        assert ack["type"] == "subscribed" and ack["queues"] == ["old"]
+        fresh = (await admin.post("/tasks", json={"kind": "fresh", "queue": "old"})).json()
+        while (message := json.loads(await asyncio.wait_for(ws.recv(), 15)))["type"] != "task":
+            pass
+        assert message["task"]["id"] == fresh["id"]
     # SSE says so, then streams from now on (an EventSource would resend the id forever).
     async with admin.stream("GET", "/stream?queue=old", headers={"Last-Event-ID": since}) as r:
         events = sse(r)
