@@ -437,6 +437,11 @@ async def test_the_stream_reconnects_and_shows_what_changed_meanwhile(
     await sign_in(page, stack.url, stack.tokens.admin)
     await page.goto(f"{stack.url}/ui#/tasks")
     await page.locator("#tasks").wait_for()
+    async with stack.http(stack.tokens.admin) as admin:
+        before = await enqueue(admin, "ui.gated", payload={"gates": []})
+    await row(page, before["id"], "completed").wait_for(timeout=30_000)
+    # The page keeps the last change's event_id, to resume from it (SPEC §5) on reconnect.
+    assert await page.evaluate("() => state.lastEventId")
     server = started[0]
     server.terminate()
     await asyncio.to_thread(server.wait, 20)
