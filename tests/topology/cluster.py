@@ -38,7 +38,7 @@ def bin_dir() -> Path | None:
     """Where initdb and friends are (a directory holding all of them)."""
     found = shutil.which("initdb")
     candidates = [Path(found).resolve().parent] if found else []
-    candidates += [Path(d) for d in BIN_DIRS]
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     for directory in candidates:
         if all((directory / name).exists() for name in NEEDED):
             return directory
