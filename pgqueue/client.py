@@ -30,6 +30,7 @@ from pgqueue.errors import (
     PgQueueError,
     StaleLease,
 )
+from pgqueue.limits import Why
 from pgqueue.queue import Page
 from pgqueue.stream import StateMessage, StreamMessage, TaskMessage, decode_message
 from pgqueue.tasks import Event, Task
@@ -151,6 +152,11 @@ class Client:
     async def events(self, task_id: uuid.UUID | str) -> builtins.list[Event]:
         response = await self._request("GET", f"/tasks/{task_id}/events")
         return msgspec.json.decode(response.content, type=builtins.list[Event])
+
+    async def why(self, task_id: uuid.UUID | str) -> Why:
+        """Every reason the task is not running now (SPEC §12); none if it runs or finished."""
+        response = await self._request("GET", f"/tasks/{task_id}/why")
+        return msgspec.json.decode(response.content, type=Why)
 
     # -- the stream ---------------------------------------------------------------------
 

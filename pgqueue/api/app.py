@@ -27,6 +27,7 @@ from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
+from pgqueue.api.users import UsersController, WhyController
 from pgqueue.api.workers import WorkersController
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
@@ -84,6 +85,8 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
     return Litestar(
         route_handlers=[
             TasksController,
+            WhyController,
+            UsersController,
             WorkersController,
             QueuesController,
             SchedulesController,

@@ -26,6 +26,8 @@ COMMANDS = [
     "token",
     "status",
     "queue",
+    "limits",
+    "why",
     "schedule",
     "purge",
 ]

@@ -7,7 +7,8 @@
 -- minute, settings. Read from the operator view so psql and GET /queues cannot disagree.
 SELECT queue AS name, pending, running, completed, failed, cancelled, due,
        oldest_due_age_s::float8 AS oldest_due_age_s, completed_last_minute, paused,
-       concurrency_limit
+       concurrency_limit, rate_limit_tasks, rate_limit_per_s, per_user_concurrency, fair,
+       breaker_failures, breaker_cool_down_s, open_breakers
   FROM pgqueue.queue_stats
  ORDER BY queue;
 
