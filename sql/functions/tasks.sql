@@ -60,6 +60,8 @@ DECLARE
     v_all uuid[] := '{}';
     v_all_priority integer[] := '{}';
     v_all_rank bigint[] := '{}';
+    v_got_owners text[];
+    v_owners text[] := '{}';    -- owners of what this claim took so far (max_running)
 BEGIN
     SELECT (SELECT array_agg(q.name ORDER BY q.name) FROM pgqueue.queues q
              WHERE q.name = ANY(p_queues) AND q.limited),
@@ -188,9 +190,12 @@ BEGIN
             ), room AS MATERIALIZED (
                 SELECT o.user_id, coalesce(r.in_queue, 0) AS in_queue,
                        CASE WHEN o.user_id IS NULL THEN v_room  -- no owner: no per-user cap
-                            ELSE coalesce(pgqueue.user_room(v_q.per_user_concurrency, r.in_queue,
-                                                            l.max_running, r.total,
-                                                            o.user_id = ANY(v_held)), v_room)
+                            ELSE coalesce(pgqueue.user_room(
+                                     v_q.per_user_concurrency, r.in_queue, l.max_running,
+                                     -- with what this claim took from the queues before
+                                     coalesce(r.total, 0) + (SELECT count(*) FROM unnest(v_owners) w
+                                                              WHERE w = o.user_id),
+                                     o.user_id = ANY(v_held)), v_room)
                        END AS free
                   FROM (SELECT w.user_id FROM owners w WHERE w.user_id IS NOT NULL
                         UNION ALL
@@ -201,14 +206,17 @@ BEGIN
                   LEFT JOIN pgqueue.user_running(v_name) r ON r.user_id = o.user_id
                   LEFT JOIN pgqueue.user_limits l ON l.user_id = o.user_id
             ), shares AS (
-                SELECT m.user_id, m.in_queue,
+                SELECT m.user_id, m.in_queue, f.served_at,
                        least(m.free, v_room,
                              2 * greatest(1, ceil(v_room::numeric / count(*) OVER ()))::integer
                              + CASE WHEN v_q.fair THEN (max(m.in_queue) OVER () - m.in_queue)::integer
                                     ELSE 0 END) AS take
-                  FROM room m WHERE m.free > 0
+                  FROM room m
+                  LEFT JOIN pgqueue.fair_turns f
+                         ON v_q.fair AND f.queue = v_name AND f.user_id = coalesce(m.user_id, '')
+                 WHERE m.free > 0
             ), picked AS (
-                SELECT d.id, d.priority, d.run_at, d.seq,
+                SELECT d.id, d.priority, d.run_at, d.seq, s.served_at, s.user_id,
                        CASE WHEN v_q.fair
                             THEN s.in_queue + row_number() OVER (
                                      PARTITION BY s.user_id
@@ -236,16 +244,18 @@ BEGIN
                          LIMIT s.take
                            FOR UPDATE SKIP LOCKED) ownerless) d
             ), chosen AS (
-                SELECT p.id, p.priority,
-                       row_number() OVER (ORDER BY p.priority DESC, p.load, p.run_at, p.seq) AS rank
+                SELECT p.id, p.priority, p.user_id,
+                       row_number() OVER (ORDER BY p.priority DESC, p.load,
+                                                   p.served_at NULLS FIRST, p.run_at, p.seq) AS rank
                   FROM picked p
-                 ORDER BY p.priority DESC, p.load, p.run_at, p.seq
+                 ORDER BY p.priority DESC, p.load, p.served_at NULLS FIRST, p.run_at, p.seq
                  LIMIT v_room
             )
             SELECT array_agg(c.id ORDER BY c.rank), array_agg(c.priority ORDER BY c.rank),
-                   array_agg(c.rank ORDER BY c.rank)
-              INTO v_got, v_got_priority, v_got_rank
+                   array_agg(c.rank ORDER BY c.rank), array_agg(c.user_id)
+              INTO v_got, v_got_priority, v_got_rank, v_got_owners
               FROM chosen c;
+            v_owners := v_owners || coalesce(v_got_owners, '{}');
         ELSE
             SELECT array_agg(d.id), array_agg(d.priority),
                    array_agg(d.rank)
@@ -288,6 +298,13 @@ BEGIN
                                    ORDER BY r.at DESC LIMIT q.rate_limit_tasks) s)
           FROM (SELECT c.queue, count(*) AS started FROM claimed c GROUP BY c.queue) n
          WHERE q.name = n.queue AND q.rate_limit_tasks IS NOT NULL
+    ), turns AS (
+        -- fair queues remember when each owner was served (the tie-break above)
+        INSERT INTO pgqueue.fair_turns AS f (queue, user_id, served_at)
+        SELECT c.queue, coalesce(c.user_id, ''), now()
+          FROM claimed c JOIN pgqueue.queues q ON q.name = c.queue AND q.fair
+         GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (queue, user_id) DO UPDATE SET served_at = excluded.served_at
     ), probing AS (
         -- a probe holds its breaker half-open: no other task of its kind starts meanwhile
         UPDATE pgqueue.breakers b
@@ -425,6 +442,10 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
     DELETE FROM pgqueue.workers w WHERE w.heartbeat_at < now() - stall_after;
+    -- Budget stops the outcome trigger had to skip (their rows were locked at that moment).
+    IF EXISTS (SELECT 1 FROM pgqueue.user_limits) THEN
+        PERFORM pgqueue.budget_sweep();
+    END IF;
 
     RETURN QUERY
     WITH stalled AS (
@@ -433,17 +454,20 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     )
     UPDATE pgqueue.tasks t
-       SET status = CASE WHEN t.cancel_requested THEN 'cancelled'
+       SET status = CASE WHEN t.cancel_requested
+                              AND t.error->>'type' = 'budget_exceeded' THEN 'failed'
+                         WHEN t.cancel_requested THEN 'cancelled'
                          WHEN t.attempts > t.max_retries THEN 'failed'
                          ELSE 'pending' END::pgqueue.task_status,
            completed_at = CASE WHEN t.cancel_requested OR t.attempts > t.max_retries
                                THEN now() END,
            run_at = CASE WHEN t.cancel_requested OR t.attempts > t.max_retries
                          THEN t.run_at ELSE now() END,
-           error = jsonb_build_object(
+           error = CASE WHEN t.cancel_requested AND t.error->>'type' = 'budget_exceeded'
+                        THEN t.error ELSE jsonb_build_object(
                'type', 'stalled',
                'message', format('worker %s sent no heartbeat for %s', s.lost_worker, stall_after),
-               'retryable', true),
+               'retryable', true) END,
            worker_id = NULL, heartbeat_at = NULL, updated_at = now()
       FROM stalled s WHERE t.id = s.id
     RETURNING t.id, t.status, s.lost_worker;

@@ -47,6 +47,17 @@ CREATE TABLE pgqueue.breakers (
     PRIMARY KEY (queue, kind)
 );
 
+-- Fair queues: when the claim last served each owner. Among owners with as many running
+-- tasks, the one served longest ago goes first, so a one-task owner behind a 100,000-task
+-- owner starts within one claim even when every claim takes a single task (running counts
+-- alone cannot tell two idle owners apart). '' is the tasks without an owner.
+CREATE TABLE pgqueue.fair_turns (
+    queue     text NOT NULL,
+    user_id   text NOT NULL,
+    served_at timestamptz NOT NULL,
+    PRIMARY KEY (queue, user_id)
+);
+
 -- Per-user budgets and caps (PUT /users/{user}/limits). NULL: no such limit.
 CREATE TABLE pgqueue.user_limits (
     user_id        text PRIMARY KEY CONSTRAINT user_limits_user_id_length CHECK (length(user_id) BETWEEN 1 AND 255),
