@@ -65,7 +65,9 @@ def changes_of(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.action == "rate-limit":
             pair = _ratio(args.rate, "rate")
-            return {"rate_limit": None if pair is None else msgspec.convert(pair, RateLimit)}
+            if pair is None:
+                return {"rate_limit": None}
+            return {"rate_limit": msgspec.convert({"tasks": pair[0], "per_s": pair[1]}, RateLimit)}
         if args.action == "per-user":
             return {"per_user_concurrency": _positive(args.n, "n")}
         if args.action == "fair":
@@ -73,7 +75,10 @@ def changes_of(args: argparse.Namespace) -> dict[str, Any]:
                 raise InvalidInput("on_off", f"{args.on_off!r} is neither 'on' nor 'off'")
             return {"fair": args.on_off == "on"}
         pair = _ratio(args.rule, "rule")
-        return {"circuit_breaker": None if pair is None else msgspec.convert(pair, CircuitBreaker)}
+        if pair is None:
+            return {"circuit_breaker": None}
+        rule = {"failures": pair[0], "cool_down_s": pair[1]}
+        return {"circuit_breaker": msgspec.convert(rule, CircuitBreaker)}
     except msgspec.ValidationError as exc:
         raise InvalidInput(args.action, str(exc)) from None
 
