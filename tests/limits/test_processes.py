@@ -204,6 +204,10 @@ async def test_circuit_breaker_opens_probes_and_closes(
     assert await count_status(conn, "failed", "down") == failed + 1
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the stopped task ends 'failed' once the unified finish path (issue 10) decides it",
+)
 async def test_budget_stop_and_resume(
     dsn: str, queue: Queue, conn: psycopg.AsyncConnection[Any]
 ) -> None:
@@ -215,7 +219,8 @@ async def test_budget_stop_and_resume(
         ]
 
         async def running() -> bool:
-            return all((await queue.get(t.id)).status is Status.RUNNING for t in long)
+            states = [(await queue.get(t.id)).status for t in long]
+            return states == [Status.RUNNING] * len(long)
 
         await wait_for(running, timeout=30, what="ann's long tasks to run")
         spends = [
