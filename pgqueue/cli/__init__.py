@@ -23,6 +23,7 @@ COMMANDS = [
     "serve",
     "worker",
     "enqueue",
+    "watch",
     "token",
     "status",
     "queue",
@@ -30,6 +31,7 @@ COMMANDS = [
     "why",
     "schedule",
     "purge",
+    "health",
 ]
 
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `worker --processes` re-runs it
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

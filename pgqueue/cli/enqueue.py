@@ -1,4 +1,9 @@
-"""``pgqueue enqueue KIND JSON``: enqueue one task from the shell and print it as JSON."""
+"""``pgqueue enqueue KIND JSON``: enqueue one task from the shell and print it as JSON.
+
+With ``--wait S`` it follows the task like ``pgqueue watch`` (a live progress bar on a
+terminal, plain lines otherwise, on stderr) and exits 0 completed, 1 failed, 2 cancelled,
+3 not finished within S seconds.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ from typing import Any
 import msgspec
 
 from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.watch import finish, follow
 from pgqueue.errors import InvalidInput
 from pgqueue.queue import Queue, new_task
 from pgqueue.settings import Settings
+from pgqueue.tasks import NewTask, Task
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +33,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--timeout-s", type=float)
     parser.add_argument("--idempotency-key")
     parser.add_argument("--tag", action="append", default=[], dest="tags")
-    parser.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds for the end")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        metavar="S",
+        help="follow it up to S seconds (exit 0 completed, 1 failed, 2 cancelled, 3 not done)",
+    )
     add_settings_flags(parser, "dsn")
     parser.set_defaults(run=run)
 
@@ -52,14 +64,18 @@ def run(args: argparse.Namespace) -> int:
             "tags": args.tags,
         }
     )
-    sys.stdout.write(asyncio.run(_enqueue(settings, task, args.wait)).decode() + "\n")
+    result = asyncio.run(_enqueue(settings, task, args.wait))
+    if args.wait is not None:
+        return finish(result)
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     return 0
 
 
-async def _enqueue(settings: Settings, task: Any, wait: float | None) -> bytes:
+async def _enqueue(settings: Settings, task: NewTask, wait: float | None) -> Task:
     async with Queue(settings=settings) as queue:
-        enqueued = await queue.submit(task)
-        result = enqueued.task
         if wait is not None:
-            result = await queue.wait(result.id, timeout_s=wait)
-    return msgspec.json.encode(result)
+            await queue.watcher()  # listening before the task exists: no change is missed
+        enqueued = (await queue.submit(task)).task
+        if wait is None:
+            return enqueued
+        return await follow(queue, enqueued.id, timeout_s=wait)

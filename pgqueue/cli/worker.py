@@ -23,6 +23,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("app", help="where the App is, e.g. myproject.tasks:app")
     parser.add_argument("--queues", help="comma-separated queues (default: the App's queues)")
     parser.add_argument("--concurrency", type=int, default=10, help="tasks at once (default 10)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="P",
+        help="run and supervise P worker processes, each with --concurrency (default 1)",
+    )
     parser.add_argument("--worker-id", help="default: host:pid:random")
     parser.add_argument(
         "--allow-command",
@@ -52,7 +59,13 @@ def load_app(spec: str) -> App:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = load_app(args.app)
+    if args.processes < 1:
+        raise InvalidInput("processes", f"must be >= 1, got {args.processes}")
+    app = load_app(args.app)  # also in the supervisor: a bad APP fails once, here
+    if args.processes > 1:
+        from pgqueue.cli.processes import Supervisor, without_processes_flag
+
+        return Supervisor(without_processes_flag(args.argv), args.processes).run()
     if args.allow_command:
         from pgqueue.worker.command import register_command
 
