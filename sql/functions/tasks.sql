@@ -386,6 +386,8 @@ BEGIN
        SET status = CASE WHEN t.status = 'pending' THEN 'cancelled'::pgqueue.task_status ELSE t.status END,
            completed_at = CASE WHEN t.status = 'pending' THEN now() ELSE t.completed_at END,
            cancel_requested = true,
+           -- a cancel wins over a budget stop: the task ends cancelled, not budget_exceeded
+           error = CASE WHEN t.error->>'type' = 'budget_exceeded' THEN NULL ELSE t.error END,
            updated_at = now()
      WHERE t.id = task_id AND t.status IN ('pending', 'running')
     RETURNING t.* INTO v_task;
