@@ -13,9 +13,11 @@ WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in README.md LICENSE ./
 COPY sql ./sql
 COPY pgqueue ./pgqueue
+# EXTRAS: optional extras of the wheel, e.g. `docker build --build-arg EXTRAS=otel .`
+ARG EXTRAS=""
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
  && python -m venv /opt/pgqueue \
- && /opt/pgqueue/bin/pip install --no-cache-dir /dist/pgqueue-*.whl
+ && /opt/pgqueue/bin/pip install --no-cache-dir "$(ls /dist/pgqueue-*.whl)${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.12-slim
 # The same base image as the build stage: the venv's interpreter path is the same here.

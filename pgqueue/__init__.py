@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pgqueue.errors import Conflict, InvalidInput, NotFound, PgQueueError, StaleLease
+from pgqueue.outcomes import Permanent, Retry
 from pgqueue.queue import Enqueued, Page, Queue
 from pgqueue.settings import Settings
 from pgqueue.tasks import NewTask, Status, Task, TaskId
 from pgqueue.worker.context import Context
 from pgqueue.worker.handlers import App
-from pgqueue.worker.outcomes import Permanent, Retry
 
 if TYPE_CHECKING:
     from pgqueue.client import Client

@@ -22,6 +22,7 @@ import httpx
 import msgspec
 import websockets
 
+from pgqueue import otel
 from pgqueue.errors import (
     Conflict,
     InvalidInput,
@@ -232,6 +233,12 @@ class Client:
         response = await self._request("POST", f"/tasks/{task_id}/fail", body=body)
         return msgspec.json.decode(response.content, type=Task)
 
+    async def cancelled(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
+        """The handler was stopped because a cancel was requested: the task ends cancelled."""
+        body = {"lease": lease, **outcome}
+        response = await self._request("POST", f"/tasks/{task_id}/cancelled", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
     async def release(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
         body = {"lease": lease, **outcome}
         response = await self._request("POST", f"/tasks/{task_id}/release", body=body)
@@ -249,7 +256,9 @@ class Client:
         timeout: float | None = None,
     ) -> httpx.Response:
         content = None if body is None else _encode(body)
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        if method == "POST" and path in ("/tasks", "/tasks/batch"):
+            headers.update(otel.current_headers())  # the enqueue joins the caller's trace
         response = await self._http.request(
             method,
             path,

@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
+from pgqueue.outcomes import Permanent
 from pgqueue.worker.context import Context
 from pgqueue.worker.handlers import App
-from pgqueue.worker.outcomes import Permanent
 
 app = App("demo")
 

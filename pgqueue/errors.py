@@ -1,7 +1,7 @@
 """pgqueue's exceptions: one root, domain errors the API maps to HTTP in one place.
 
 Handler outcomes (``Retry``, ``Permanent``) are not errors of pgqueue; they live in
-``pgqueue.worker.outcomes``.
+``pgqueue.outcomes``.
 """
 
 from __future__ import annotations

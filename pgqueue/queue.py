@@ -22,6 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue import otel
 from pgqueue.db import limits
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
@@ -153,6 +154,12 @@ class Queue:
         self, task: NewTask, *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> Enqueued:
         """Enqueue a validated task and say whether it was an idempotent replay."""
+        with otel.sending([task]) as send:  # a producer span; the task carries its traceparent
+            enqueued = await self._submit(send.tasks[0], conn)
+            send.created([enqueued.task])
+        return enqueued
+
+    async def _submit(self, task: NewTask, conn: psycopg.AsyncConnection[Any] | None) -> Enqueued:
         payload = self._encode_payload(task.payload)
         params = self._insert_params(task, payload)
         async with self._connection(conn) as c:
@@ -185,6 +192,15 @@ class Queue:
         batch = [t if isinstance(t, NewTask) else self.new_task(t) for t in tasks]
         if not batch:
             return []
+        with otel.sending(batch) as send:  # one producer span for the batch
+            return await self._enqueue_many(send.tasks, conn, user_id)
+
+    async def _enqueue_many(
+        self,
+        batch: list[NewTask],
+        conn: psycopg.AsyncConnection[Any] | None,
+        user_id: str | None,
+    ) -> list[Task]:
         payloads = [
             self._encode_payload(t.payload, f"tasks[{i}].payload") for i, t in enumerate(batch)
         ]
@@ -301,6 +317,7 @@ class Queue:
             "user_id": task.user_id,
             "tags": task.tags,
             "parent_id": task.parent_id,
+            "traceparent": task.traceparent,
         }
 
     # -- read -------------------------------------------------------------------------

@@ -57,15 +57,29 @@ class StateMessage(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
 
 
 class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"):
-    """The subscriptions in force after a subscribe/unsubscribe."""
+    """The answer to a subscribe/unsubscribe: what that op changed, and the totals now.
 
+    ``task_ids`` and ``queues`` are the ones the op added (subscribe) or removed
+    (unsubscribe), never the whole set, so a reply costs what the op did; ``all`` is whether
+    the connection now follows everything it may read.
+    """
+
+    op: str
     task_ids: list[TaskId]
     queues: list[str]
     all: bool
+    task_id_count: int
+    queue_count: int
 
 
 class StreamError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
+    """A refused message. ``code``: ``bad_message`` (undecodable or invalid), ``too_many``
+    (a bound of SPEC §5 would be passed; nothing changed), ``not_found`` (task ids that do
+    not exist or are not yours), ``since_expired`` (a resume point older than the retained
+    events)."""
+
     detail: str
+    code: str = "bad_message"
 
 
 class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):

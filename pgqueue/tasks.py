@@ -58,6 +58,10 @@ MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# W3C Trace Context (https://www.w3.org/TR/trace-context/#traceparent-header), version 00.
+Traceparent = Annotated[
+    str, msgspec.Meta(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", max_length=55)
+]
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -101,6 +105,7 @@ class Task(msgspec.Struct, frozen=True):
     heartbeat_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    traceparent: str | None  # the producer's trace (migration 0008, pgqueue.otel)
 
     @property
     def lease(self) -> str:
@@ -132,6 +137,8 @@ class NewTask(
     user_id: str | None = None
     tags: list[Tag] = msgspec.field(default_factory=list)
     parent_id: uuid.UUID | None = None
+    # The trace the enqueue belongs to; set by pgqueue.otel (or the HTTP traceparent header).
+    traceparent: Traceparent | None = None
 
 
 def created_task(new: NewTask, payload: Any, inserted: Sequence[Any]) -> Task:
@@ -178,6 +185,7 @@ def created_task(new: NewTask, payload: Any, inserted: Sequence[Any]) -> Task:
         None,  # heartbeat_at
         None,  # completed_at
         created_at,  # updated_at: now(), as created_at
+        new.traceparent,
     )
 
 

@@ -43,6 +43,8 @@ class Principal(msgspec.Struct, frozen=True):
 
     user_id: str | None
     role: Role
+    # The token's row id: a remote worker's leases are bound to the token that claimed them.
+    token_id: int | None = None
 
     @property
     def sees_all(self) -> bool:
@@ -149,7 +151,7 @@ class Authenticator:
         if row is None:
             self._cache.pop(digest, None)
             return None
-        principal = Principal(user_id=row[0], role=Role(row[1]))
+        principal = Principal(user_id=row[0], role=Role(row[1]), token_id=row[2])
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[digest] = (principal, time.monotonic() + self.ttl_s)

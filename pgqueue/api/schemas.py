@@ -99,7 +99,8 @@ class ErrorIn(_Input, frozen=True):
 
 
 class Fail(_Input, frozen=True):
-    """A failed attempt. ``error.type == "cancelled"`` records a cancel the worker obeyed."""
+    """A failed attempt. (Deprecated, still accepted for one release: ``error.type ==
+    "cancelled"`` records a cancel the worker obeyed; send ``POST /tasks/{id}/cancelled``.)"""
 
     lease: Lease
     error: ErrorIn
@@ -114,6 +115,13 @@ class Fail(_Input, frozen=True):
 
 class Release(_Input, frozen=True):
     """Graceful shutdown of a remote worker: hand the task back without spending an attempt."""
+
+    lease: Lease
+    usage: UsageIn | None = None
+
+
+class CancelObeyed(_Input, frozen=True):
+    """The worker stopped the handler because the task's cancel was requested."""
 
     lease: Lease
     usage: UsageIn | None = None
@@ -259,10 +267,12 @@ class StreamOp(_Input, frozen=True):
     """A client message: ``{"op": "subscribe"|"unsubscribe", "task_ids"|"queues"|"all"}``."""
 
     op: Annotated[str, msgspec.Meta(pattern="^(subscribe|unsubscribe|ping)$")]
-    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=10_000)] = msgspec.field(
+    # The per-connection bounds of SPEC §5 (pgqueue.api.stream.MAX_TASK_IDS, MAX_QUEUES):
+    # an op longer than a connection may hold is refused while it is decoded.
+    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=1_000)] = msgspec.field(
         default_factory=list
     )
-    queues: Annotated[list[QueueName], msgspec.Meta(max_length=1000)] = msgspec.field(
+    queues: Annotated[list[QueueName], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=list
     )
     all: bool = False

@@ -15,6 +15,14 @@ connection (code 1013, "try again later"); the client reconnects and resubscribe
 the current state first. So a slow or dead client can neither grow memory nor delay anyone
 else, and the database is never waited on for it. Connections are borrowed from the pool
 only for the batch reads, never held by a stream.
+
+What one connection may cost is bounded (SPEC §5 "Bounds"): at most ``MAX_TASK_IDS`` task
+ids and ``MAX_QUEUES`` queues; an op that would pass either is refused whole. Every reply is
+proportional to the op that caused it (an ack names what the op changed and the totals, never
+the whole set). Bad ops are answered at most ``ERROR_REPLIES`` at a time (refilled per
+second), and a connection that keeps sending them is closed with 1008. Every connection's
+token is checked again against the Authenticator's cache every ``auth_check_s``: a revoked
+token's socket is closed with 4401 once the cache lets go of it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
@@ -54,10 +63,19 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode_op = msgspec.json.Decoder(StreamOp)
 
+CLOSE_GOING_AWAY = 1001  # the server shuts down
+CLOSE_POLICY = 1008  # the client keeps sending bad ops
 CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind; reconnect and resubscribe
 CLOSE_UNAUTHORIZED = 4401
 _RESYNC = "__resync__"  # inbox marker: the listener reconnected, notifications were lost
-_MAX_TASK_IDS = 10_000
+
+MAX_TASK_IDS = 1_000  # per connection (SPEC §5); StreamOp bounds one op the same way
+MAX_QUEUES = 100
+# Error replies: a burst of this many, then one per second. Replies beyond are dropped, so a
+# flood of bad ops costs the server no frames to write.
+ERROR_REPLIES = 10
+# Bad ops tolerated: a burst of this many, then one per second; past that, close with 1008.
+BAD_OPS = 50
 
 
 def _frame(message: msgspec.Struct) -> WebSocketSendEvent:
@@ -71,9 +89,28 @@ def _frame(message: msgspec.Struct) -> WebSocketSendEvent:
 
 
 _PING = _frame(Ping())
+_PONG = _frame(Pong())
 
 
 Send = Callable[[Message], Awaitable[None]]
+
+
+class Allowance:
+    """A token bucket: ``burst`` at once, refilled at ``per_s`` per second."""
+
+    def __init__(self, burst: float, per_s: float) -> None:
+        self.burst, self.per_s = burst, per_s
+        self.left = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.left = min(self.burst, self.left + (now - self.at) * self.per_s)
+        self.at = now
+        if self.left < 1:
+            return False
+        self.left -= 1
+        return True
 
 
 class Subscriber:
@@ -88,7 +125,13 @@ class Subscriber:
     and later frames queue behind it: the router never waits for a client.
     """
 
-    def __init__(self, principal: Principal, buffer: int, send: Send | None = None) -> None:
+    def __init__(
+        self,
+        principal: Principal,
+        buffer: int,
+        send: Send | None = None,
+        revalidate: Callable[[], Awaitable[Principal]] | None = None,
+    ) -> None:
         self.principal = principal
         self.task_ids: set[TaskId] = set()
         self.queues: set[str] = set()
@@ -97,14 +140,20 @@ class Subscriber:
         self.outbox: asyncio.Queue[WebSocketSendEvent | Coroutine[Any, Any, None]] = asyncio.Queue(
             maxsize=buffer
         )
-        self.too_slow = asyncio.Event()
+        # Set once the connection must end; ``close_code``/``close_reason`` say how.
+        self.closing = asyncio.Event()
+        self.close_code = CLOSE_TOO_SLOW
+        self.close_reason = ""
+        self.revalidate = revalidate  # the principal again, from the token (None: insecure)
+        self.error_replies = Allowance(ERROR_REPLIES, 1.0)
+        self.bad_ops = Allowance(BAD_OPS, 1.0)
         self.sent = 0  # frames written, so the keepalive knows whether the socket was idle
         self.send = send  # the socket's ASGI send; None: buffer only (the sender writes)
         self.idle = False  # the sender task waits on an empty outbox, no send in flight
 
     def offer(self, frame: WebSocketSendEvent) -> None:
         """Write or queue a frame without waiting; a full buffer marks the subscriber too slow."""
-        if self.too_slow.is_set():
+        if self.closing.is_set():
             return
         if self.idle and self.send is not None and self.outbox.empty():
             started = self.send(frame)
@@ -128,20 +177,51 @@ class Subscriber:
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
-            self.too_slow.set()
+            self.close(CLOSE_TOO_SLOW, "too slow: resubscribe")
 
-    def subscribed(self) -> Subscribed:
-        return Subscribed(task_ids=sorted(self.task_ids), queues=sorted(self.queues), all=self.all)
+    def close(self, code: int, reason: str) -> None:
+        """Ask the connection to close with ``code`` (the first reason given stands)."""
+        if not self.closing.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.closing.set()
+
+    def reject(self, code: str, detail: str) -> None:
+        """A bad op: answer it while the error allowance lasts; close a persistent offender."""
+        if not self.bad_ops.take():
+            self.close(CLOSE_POLICY, "too many bad messages")
+        elif self.error_replies.take():
+            self.offer(_frame(StreamError(detail=detail, code=code)))
+
+    def ack(self, op: str, task_ids: list[TaskId], queues: list[str]) -> None:
+        """What ``op`` changed and the totals now (never the whole set: replies stay small)."""
+        self.offer(
+            _frame(
+                Subscribed(
+                    op=op,
+                    task_ids=task_ids,
+                    queues=queues,
+                    all=self.all,
+                    task_id_count=len(self.task_ids),
+                    queue_count=len(self.queues),
+                )
+            )
+        )
 
 
 class Hub:
     """Routes task changes from the Listener to the subscribers of this process."""
 
     def __init__(
-        self, listener: Listener, pool: AsyncConnectionPool, *, buffer: int = 10_000
+        self,
+        listener: Listener,
+        pool: AsyncConnectionPool,
+        *,
+        buffer: int = 10_000,
+        auth_check_s: float = 1.0,
     ) -> None:
         self._pool = pool
         self._buffer = buffer
+        self._auth_check_s = auth_check_s
         self._subscribers: set[Subscriber] = set()
         self._by_task: defaultdict[TaskId, set[Subscriber]] = defaultdict(set)
         self._by_queue: defaultdict[str, set[Subscriber]] = defaultdict(set)
@@ -150,6 +230,9 @@ class Hub:
         # subscriber is told to resynchronise rather than memory growing without end.
         self._inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
         self._router: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()  # set while nobody is connected
+        self._drained.set()
         self.dropped = 0  # subscribers closed for being too slow, for metrics
         listener.subscribe(EVENTS, self._on_notify)
         listener.on_reconnect(lambda: self._on_notify(_RESYNC))
@@ -160,22 +243,63 @@ class Hub:
 
     def start(self) -> None:
         self._router = asyncio.create_task(self._route_forever(), name="pgqueue-ws-hub")
+        self._checker = asyncio.create_task(self._check_tokens_forever(), name="pgqueue-ws-auth")
 
     async def stop(self) -> None:
-        if self._router is not None:
-            self._router.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._router
+        for task in (self._router, self._checker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def close_all(
+        self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down", wait_s: float = 5
+    ) -> None:
+        """Close every connection with ``code`` (1001 on shutdown); wait up to ``wait_s`` for
+        the endpoints to finish their close handshakes."""
+        for sub in list(self._subscribers):
+            sub.close(code, reason)
+        if self._subscribers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), wait_s)
+
+    async def _check_tokens_forever(self) -> None:
+        """Close the connections whose token stopped working (revoked, deleted).
+
+        Each check is the Authenticator's own: a cache hit while the cache trusts the token,
+        one shared lookup once it expires. So a revoked token's sockets close within the
+        cache's lifetime plus ``auth_check_s``, at the cost of a hash per socket per check.
+        """
+        while True:
+            await asyncio.sleep(self._auth_check_s)
+            for sub in list(self._subscribers):
+                if sub.revalidate is None or sub.closing.is_set():
+                    continue
+                try:
+                    await sub.revalidate()
+                except NotAuthorizedException as exc:
+                    sub.close(CLOSE_UNAUTHORIZED, str(exc.detail)[:120])
+                except Exception:
+                    # The database may be down: keep the socket, the next check asks again.
+                    log.exception("stream hub could not check a connection's token")
 
     # -- subscriptions ------------------------------------------------------------------
 
-    def add(self, principal: Principal, send: Send | None = None) -> Subscriber:
-        sub = Subscriber(principal, self._buffer, send)
+    def add(
+        self,
+        principal: Principal,
+        send: Send | None = None,
+        revalidate: Callable[[], Awaitable[Principal]] | None = None,
+    ) -> Subscriber:
+        sub = Subscriber(principal, self._buffer, send, revalidate)
         self._subscribers.add(sub)
+        self._drained.clear()
         return sub
 
     def remove(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
+        if not self._subscribers:
+            self._drained.set()
         self._all.discard(sub)
         for tid in sub.task_ids:
             self._unindex(self._by_task, tid, sub)
@@ -183,40 +307,60 @@ class Hub:
             self._unindex(self._by_queue, queue, sub)
 
     async def subscribe(self, sub: Subscriber, op: StreamOp) -> None:
-        """Start following; for task ids, send their current state (readable ones only)."""
+        """Start following; for task ids, send their current state (readable ones only).
+
+        Checked whole before anything changes: an op that would pass a bound is refused.
+        """
+        new_ids = [t for t in dict.fromkeys(op.task_ids) if t not in sub.task_ids]
+        new_queues = [q for q in dict.fromkeys(op.queues) if q not in sub.queues]
+        if len(sub.task_ids) + len(new_ids) > MAX_TASK_IDS:
+            sub.reject("too_many", f"task_ids: at most {MAX_TASK_IDS} per connection")
+            return
+        if len(sub.queues) + len(new_queues) > MAX_QUEUES:
+            sub.reject("too_many", f"queues: at most {MAX_QUEUES} per connection")
+            return
         if op.all:
             sub.all = True
             self._all.add(sub)
-        for queue in op.queues:
+        for queue in new_queues:
             sub.queues.add(queue)
             self._by_queue[queue].add(sub)
-        new_ids = [t for t in op.task_ids if t not in sub.task_ids]
-        if len(sub.task_ids) + len(new_ids) > _MAX_TASK_IDS:
-            sub.offer(_frame(StreamError(f"task_ids: at most {_MAX_TASK_IDS} per connection")))
-            return
         # Index first, read second: a change committed in between is delivered, not missed.
         for tid in new_ids:
             sub.task_ids.add(tid)
             self._by_task[tid].add(sub)
+        accepted = new_ids
         if new_ids:
             found = await self._fetch(new_ids)
+            accepted, missing = [], []
             for tid in new_ids:
                 task = found.get(tid)
                 if task is None or not sub.principal.may_read(task.user_id):
                     self._forget(sub, tid)
-                    sub.offer(_frame(StreamError(f"task_ids: task {tid} does not exist")))
+                    missing.append(tid)
                 else:
+                    accepted.append(tid)
                     sub.offer(_frame(StateMessage(task=stream_task(task))))
+            if missing:
+                # One reply for the op, however many ids it named.
+                sub.reject(
+                    "not_found",
+                    f"task_ids: {len(missing)} tasks do not exist: {', '.join(map(str, missing))}",
+                )
+        sub.ack("subscribe", accepted, new_queues)
 
     def unsubscribe(self, sub: Subscriber, op: StreamOp) -> None:
         if op.all:
             sub.all = False
             self._all.discard(sub)
-        for queue in op.queues:
+        gone_queues = [q for q in dict.fromkeys(op.queues) if q in sub.queues]
+        for queue in gone_queues:
             sub.queues.discard(queue)
             self._unindex(self._by_queue, queue, sub)
-        for tid in op.task_ids:
+        gone_ids = [t for t in dict.fromkeys(op.task_ids) if t in sub.task_ids]
+        for tid in gone_ids:
             self._forget(sub, tid)
+        sub.ack("unsubscribe", gone_ids, gone_queues)
 
     def _forget(self, sub: Subscriber, tid: TaskId) -> None:
         sub.task_ids.discard(tid)
@@ -240,7 +384,7 @@ class Hub:
         except asyncio.QueueFull:
             log.warning("stream hub is behind by %d notifications; resyncing", self._inbox.qsize())
             for sub in self._subscribers:
-                sub.too_slow.set()
+                sub.close(CLOSE_TOO_SLOW, "too slow: resubscribe")
 
     async def _route_forever(self) -> None:
         while True:
@@ -313,56 +457,60 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     from pgqueue.api.services import Services
 
     services: Services = socket.app.state.services
+    auth = services.auth
     try:
-        principal = await services.auth.of_connection(socket)
+        principal = await auth.of_connection(socket)
     except NotAuthorizedException as exc:
         await socket.accept()
         await socket.close(code=CLOSE_UNAUTHORIZED, reason=str(exc.detail)[:120])
         return
     await socket.accept()
     hub = services.hub
-    sub = hub.add(principal, socket.send)
+
+    async def revalidate() -> Principal:
+        return await auth.of_connection(socket)
+
+    sub = hub.add(principal, socket.send, None if auth.insecure else revalidate)
     services.metrics.ws_subscribers.inc()
     receiver = asyncio.create_task(_receive(socket, hub, sub))
     sender = asyncio.create_task(_send(socket, sub))
     keepalive = asyncio.create_task(_keepalive(sub, services.settings.heartbeat_s))
-    too_slow = asyncio.create_task(sub.too_slow.wait())
+    closing = asyncio.create_task(sub.closing.wait())
     try:
-        await asyncio.wait({receiver, sender, too_slow}, return_when=asyncio.FIRST_COMPLETED)
-        if too_slow.done():
-            hub.dropped += 1
-            services.metrics.ws_dropped.inc()
+        await asyncio.wait({receiver, sender, closing}, return_when=asyncio.FIRST_COMPLETED)
+        if closing.done():
+            if sub.close_code == CLOSE_TOO_SLOW:
+                hub.dropped += 1
+                services.metrics.ws_dropped.inc()
             sender.cancel()  # it may be stuck writing to a client that does not read
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    socket.close(code=CLOSE_TOO_SLOW, reason="too slow: resubscribe"), 5
+                    socket.close(code=sub.close_code, reason=sub.close_reason), 5
                 )
     finally:
         sub.send = None  # no direct writes to a finished connection
         hub.remove(sub)
         services.metrics.ws_subscribers.dec()
-        for task in (receiver, sender, keepalive, too_slow):
+        for task in (receiver, sender, keepalive, closing):
             task.cancel()
-        await asyncio.gather(receiver, sender, keepalive, too_slow, return_exceptions=True)
+        await asyncio.gather(receiver, sender, keepalive, closing, return_exceptions=True)
 
 
 async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) -> None:
     with contextlib.suppress(WebSocketDisconnect):
-        while True:
+        while not sub.closing.is_set():
             raw = await socket.receive_data(mode="text")
             try:
                 op = _decode_op.decode(raw)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                sub.offer(_frame(StreamError(f"message: {exc}")))
+                sub.reject("bad_message", f"message: {str(exc)[:200]}")
                 continue
             if op.op == "ping":
-                sub.offer(_frame(Pong()))
-                continue
-            if op.op == "subscribe":
+                sub.offer(_PONG)
+            elif op.op == "subscribe":
                 await hub.subscribe(sub, op)
             else:
                 hub.unsubscribe(sub, op)
-            sub.offer(_frame(sub.subscribed()))
 
 
 async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber) -> None:

@@ -15,6 +15,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from pgqueue import otel
 from pgqueue.api.auth import Principal, Role
 from pgqueue.api.schemas import MAX_WAIT_S, Batch, TaskPage
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
@@ -24,6 +25,18 @@ from pgqueue.tasks import Event, NewTask, Status, Task
 WaitParam = Annotated[
     float | None,
     QueryParameter(ge=0, le=MAX_WAIT_S, description="hold until terminal, ≤ 300 s"),
+]
+
+
+# Trace Context: a malformed value is ignored (not refused), see otel.valid_traceparent.
+TraceparentHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="traceparent",
+        required=False,
+        max_length=512,
+        description="W3C Trace Context: the enqueue joins the caller's trace",
+    ),
 ]
 
 
@@ -58,8 +71,12 @@ class TasksController(Controller):
             str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
         wait: WaitParam = None,
+        traceparent: TraceparentHeader = None,
     ) -> Response[Task]:
-        """201 + the task; 200 + ``Idempotent-Replayed: true`` when the key already exists."""
+        """201 + the task; 200 + ``Idempotent-Replayed: true`` when the key already exists.
+
+        A W3C ``traceparent`` header puts the enqueue (and the task's run) in the caller's
+        trace (pgqueue/otel.py)."""
         if idempotency_key is not None:
             if data.idempotency_key not in (None, idempotency_key):
                 raise InvalidInput(
@@ -67,12 +84,17 @@ class TasksController(Controller):
                 )
             data = msgspec.structs.replace(data, idempotency_key=idempotency_key)
         data = _for_principal(data, principal)
-        if data.idempotency_key is None:
-            # Shares a statement and a commit with concurrent requests (api/coalesce.py).
-            task, replayed = await services.enqueuer.submit(data), False
-        else:
-            enqueued = await services.queue.submit(data)
-            task, replayed = enqueued.task, enqueued.replayed
+        # The producer span opens here, in this request's context: the coalescer below
+        # writes many requests' tasks from a task of its own.
+        with otel.sending([data], parent=otel.valid_traceparent(traceparent)) as send:
+            data = send.tasks[0]
+            if data.idempotency_key is None:
+                # Shares a statement and a commit with concurrent requests (api/coalesce.py).
+                task, replayed = await services.enqueuer.submit(data), False
+            else:
+                enqueued = await services.queue.submit(data)
+                task, replayed = enqueued.task, enqueued.replayed
+            send.created([task])
         if not replayed:
             services.metrics.enqueued.inc()
         if wait:
@@ -83,7 +105,11 @@ class TasksController(Controller):
 
     @post("/batch", status_code=HTTP_201_CREATED, summary="Enqueue up to 10,000 tasks at once")
     async def submit_batch(
-        self, data: JSONBody[Batch], services: ServicesDep, principal: PrincipalDep
+        self,
+        data: JSONBody[Batch],
+        services: ServicesDep,
+        principal: PrincipalDep,
+        traceparent: TraceparentHeader = None,
     ) -> list[Task]:
         """One statement, one transaction: all are enqueued or none is. Input order kept.
 
@@ -94,7 +120,8 @@ class TasksController(Controller):
             t if t.user_id is None or owner is None else _for_principal(t, principal)
             for t in data.tasks
         ]
-        created = await services.queue.enqueue_many(tasks, user_id=owner)
+        with otel.sending(tasks, parent=otel.valid_traceparent(traceparent)) as send:
+            created = await services.queue.enqueue_many(send.tasks, user_id=owner)
         services.metrics.enqueued.inc(len(created))
         return created
 

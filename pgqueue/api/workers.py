@@ -1,9 +1,11 @@
-"""The remote-worker protocol (SPEC §4): claim, heartbeat, complete, fail, release; and the
-list of live workers.
+"""The remote-worker protocol (SPEC §4): claim, heartbeat, complete, fail, cancelled,
+release; and the list of live workers.
 
 Every report carries the lease the claim returned (``<attempt>:<worker id>``) and runs as a
-statement fenced by it: a worker presumed dead, whose task was reaped and claimed again,
-gets a 409 instead of overwriting its successor's work.
+statement fenced by it and by the token that claimed it: a worker presumed dead, whose task
+was reaped and claimed again, or another worker token, gets a 409 instead of overwriting the
+holder's work. Claims and outcomes go through ``pgqueue.db.transitions``, the same calls the
+local worker makes, so both kinds of worker record the same transitions.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any, LiteralString
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from pgqueue.api.auth import Role, require
+from pgqueue.api.auth import Principal, Role, require
 from pgqueue.api.schemas import (
+    CancelObeyed,
     Claim,
     Complete,
     Fail,
@@ -30,11 +33,12 @@ from pgqueue.api.schemas import (
     UsageIn,
     WorkerStatus,
 )
-from pgqueue.api.services import PrincipalDep, ServicesDep
+from pgqueue.api.services import PrincipalDep, Services, ServicesDep
+from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
-from pgqueue.db.rows import task_row
-from pgqueue.errors import InvalidInput, NotFound, PayloadTooLarge, StaleLease
-from pgqueue.tasks import Task, lease_parse
+from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
+from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released, name_of
+from pgqueue.tasks import Task, Usage, lease_parse
 
 _encode = msgspec.json.Encoder().encode
 
@@ -45,6 +49,7 @@ class Fence(msgspec.Struct, frozen=True):
     id: uuid.UUID
     attempt: int
     worker_id: str
+    lease: str
 
     def params(self) -> dict[str, Any]:
         return {"id": self.id, "attempt": self.attempt, "worker_id": self.worker_id}
@@ -59,7 +64,7 @@ def fence(task_id: str, lease: str) -> Fence:
         attempt, worker_id = lease_parse(lease)
     except ValueError as exc:
         raise InvalidInput("lease", str(exc)) from None
-    return Fence(id=tid, attempt=attempt, worker_id=worker_id)
+    return Fence(id=tid, attempt=attempt, worker_id=worker_id, lease=lease)
 
 
 def _json(value: Any, field: str, limit: int | None = None) -> str:
@@ -72,8 +77,8 @@ def _json(value: Any, field: str, limit: int | None = None) -> str:
     return encoded.decode()
 
 
-def _usage(usage: UsageIn | None) -> str | None:
-    return None if usage is None else _encode(usage).decode()
+def _usage(usage: UsageIn | None) -> Usage:
+    return Usage() if usage is None else msgspec.convert(msgspec.structs.asdict(usage), Usage)
 
 
 class WorkersController(Controller):
@@ -93,7 +98,7 @@ class WorkersController(Controller):
         ``run_at`` came (they send no NOTIFY).
         """
         require(principal, Role.WORKER, Role.ADMIN)
-        await self._register(data, request, services)
+        await self._register(data, request, services, principal)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + data.wait_s
         with services.wakeups.watch(data.queues) as woken:
@@ -115,25 +120,21 @@ class WorkersController(Controller):
         return [LeasedTask(**msgspec.structs.asdict(t), lease=t.lease) for t in claimed]
 
     async def _claim_once(self, data: JSONBody[Claim], services: ServicesDep) -> list[Task]:
-        async with services.pool.connection() as conn:
-            cur = conn.cursor(row_factory=task_row)
-            await cur.execute(
-                QUERIES["task_claim"],
-                {
-                    "worker_id": data.worker_id,
-                    "queues": data.queues,
-                    "kinds": data.kinds,
-                    "limit": data.limit,
-                },
-            )
-            return await cur.fetchall()
+        return await transitions.claim(
+            services.pool, data.worker_id, data.queues, data.kinds, data.limit
+        )
 
     async def _register(
-        self, data: JSONBody[Claim], request: Request[Any, Any, Any], services: ServicesDep
+        self,
+        data: JSONBody[Claim],
+        request: Request[Any, Any, Any],
+        services: ServicesDep,
+        principal: Principal,
     ) -> None:
+        """Upsert the worker's row, bound to the caller's token; 409 if another token holds it."""
         client = request.client.host if request.client else "unknown"
         async with services.pool.connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 QUERIES["worker_heartbeat"],
                 {
                     "id": data.worker_id,
@@ -143,7 +144,14 @@ class WorkersController(Controller):
                     "kinds": data.kinds or [],
                     "concurrency": data.concurrency or data.limit,
                     "running": data.running,
+                    "token_id": principal.token_id,
                 },
+            )
+            registered = await cur.fetchone()
+        if registered is None:
+            raise Conflict(
+                f"worker_id: {data.worker_id!r} is in use by a worker with another token; "
+                "pick another id"
             )
 
     @post("/tasks/{task_id:str}/heartbeat", status_code=HTTP_200_OK, summary="Heartbeat")
@@ -170,15 +178,16 @@ class WorkersController(Controller):
             "checkpoint": None
             if data.checkpoint is None
             else _json(data.checkpoint, "checkpoint", limit),
-            "usage": _usage(data.usage),
+            "usage": None if data.usage is None else _encode(data.usage).decode(),
+            "token_id": principal.token_id,
         }
         async with services.pool.connection() as conn:
             cur = await conn.execute(QUERIES["task_report"], params)
             row = await cur.fetchone()
-            await conn.execute(QUERIES["worker_touch"], {"id": f.worker_id})
+            if row is not None:
+                await conn.execute(QUERIES["worker_touch"], {"id": f.worker_id})
         if row is None:
-            await _refused(services, f)
-        assert row is not None
+            raise await transitions.refusal(services.pool, f.id, f.lease)
         return HeartbeatAnswer(cancel_requested=bool(row[0]))
 
     @post("/tasks/{task_id:str}/complete", status_code=HTTP_200_OK, summary="Complete")
@@ -190,24 +199,9 @@ class WorkersController(Controller):
         principal: PrincipalDep,
     ) -> Task:
         require(principal, Role.WORKER, Role.ADMIN)
-        f = fence(task_id, data.lease)
-        item = {
-            **f.params(),
-            "result": msgspec.json.decode(
-                _json(data.result, "result", services.settings.max_payload_bytes)
-            ),
-            "usage": data.usage,
-            "exit_code": data.exit_code,
-        }
-        async with services.pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["task_complete_many"], {"items": _encode([item]).decode()}
-            )
-            done = await cur.fetchone()
-        if done is None:
-            await _refused(services, f)
-        services.metrics.finished.labels(outcome="completed").inc()
-        return await services.queue.get(f.id)
+        _json(data.result, "result", services.settings.max_payload_bytes)
+        outcome = Completed(result=data.result, usage=_usage(data.usage), exit_code=data.exit_code)
+        return await _finish(services, principal, fence(task_id, data.lease), outcome)
 
     @post("/tasks/{task_id:str}/fail", status_code=HTTP_200_OK, summary="Fail an attempt")
     async def fail(
@@ -219,37 +213,46 @@ class WorkersController(Controller):
     ) -> Task:
         """Retryable with attempts left: pending again after the backoff (or ``retry_in_s``).
 
-        An error of type ``cancelled`` records that the worker obeyed a cancel request.
+        A task whose cancel was requested ends ``cancelled`` whatever the failure (a cancel
+        wins). Deprecated, accepted for one release: an error of type ``cancelled`` records
+        that the worker obeyed a cancel request, as ``POST /tasks/{id}/cancelled`` does.
         """
         require(principal, Role.WORKER, Role.ADMIN)
         f = fence(task_id, data.lease)
+        if data.error.type == "cancelled":
+            return await _finish(services, principal, f, Cancelled(usage=_usage(data.usage)))
         error = {**msgspec.structs.asdict(data.error), "retryable": data.retryable}
         if error["traceback"] is None:
             del error["traceback"]
-        common = {
-            **f.params(),
-            "error": _json(error, "error", services.settings.max_payload_bytes),
-            "usage": _usage(data.usage),
-        }
-        query: LiteralString
-        if data.error.type == "cancelled":
-            query, params, outcome = "task_cancelled", common, "cancelled"
-        else:
-            query, outcome = "task_fail", "failed"
-            params = {
-                **common,
-                "retryable": data.retryable,
-                "retry_in_s": data.retry_in_s,
-                "exit_code": data.exit_code,
-                "backoff_base_s": data.backoff_base_s or services.settings.backoff_base_s,
-                "backoff_max_s": data.backoff_max_s or services.settings.backoff_max_s,
-            }
-        task = await _fenced_update(services, query, params)
-        if task is None:
-            await _refused(services, f)
-        assert task is not None
-        services.metrics.finished.labels(outcome=outcome).inc()
-        return task
+        _json(error, "error", services.settings.max_payload_bytes)
+        outcome = Failed(
+            error=error,
+            retryable=data.retryable,
+            usage=_usage(data.usage),
+            retry_in_s=data.retry_in_s,
+            exit_code=data.exit_code,
+        )
+        return await _finish(
+            services,
+            principal,
+            f,
+            outcome,
+            backoff_base_s=data.backoff_base_s,
+            backoff_max_s=data.backoff_max_s,
+        )
+
+    @post("/tasks/{task_id:str}/cancelled", status_code=HTTP_200_OK, summary="Cancel obeyed")
+    async def cancelled(
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[CancelObeyed],
+        services: ServicesDep,
+        principal: PrincipalDep,
+    ) -> Task:
+        """The worker stopped the handler because a cancel was requested: ``cancelled``."""
+        require(principal, Role.WORKER, Role.ADMIN)
+        outcome = Cancelled(usage=_usage(data.usage))
+        return await _finish(services, principal, fence(task_id, data.lease), outcome)
 
     @post("/tasks/{task_id:str}/release", status_code=HTTP_200_OK, summary="Release")
     async def release(
@@ -259,20 +262,13 @@ class WorkersController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
     ) -> Task:
-        """Hand a task back, due now, without spending its attempt (graceful shutdown)."""
+        """Hand a task back, due now, without spending its attempt (graceful shutdown).
+
+        A task whose cancel was requested ends ``cancelled`` instead.
+        """
         require(principal, Role.WORKER, Role.ADMIN)
-        f = fence(task_id, data.lease)
-        items = [{"id": f.id, "attempt": f.attempt, "usage": data.usage}]
-        async with services.pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["task_release_many"],
-                {"items": _encode(items).decode(), "worker_id": f.worker_id},
-            )
-            done = await cur.fetchone()
-        if done is None:
-            await _refused(services, f)
-        services.metrics.finished.labels(outcome="released").inc()
-        return await services.queue.get(f.id)
+        outcome = Released(usage=_usage(data.usage))
+        return await _finish(services, principal, fence(task_id, data.lease), outcome)
 
     @get("/workers", summary="Live workers")
     async def workers(self, services: ServicesDep, principal: PrincipalDep) -> list[WorkerStatus]:
@@ -283,22 +279,27 @@ class WorkersController(Controller):
         return [WorkerStatus(*row) for row in rows]
 
 
-async def _fenced_update(services: ServicesDep, query: str, params: dict[str, Any]) -> Task | None:
-    async with services.pool.connection() as conn:
-        cur = conn.cursor(row_factory=task_row)
-        await cur.execute(QUERIES[query], params)
-        return await cur.fetchone()
-
-
-async def _refused(services: ServicesDep, f: Fence) -> None:
-    """A fenced statement changed nothing: say whether the task is unknown or not yours."""
-    async with services.pool.connection() as conn:
-        cur = await conn.execute(QUERIES["task_lease_state"], {"id": f.id})
-        row = await cur.fetchone()
-    if row is None:
-        raise NotFound(f"task {f.id} does not exist")
-    status, attempts, worker_id = row
-    raise StaleLease(
-        f"lease: {f.attempt}:{f.worker_id} no longer holds task {f.id} "
-        f"(it is {status}, attempt {attempts}, worker {worker_id})"
+async def _finish(
+    services: Services,
+    principal: Principal,
+    f: Fence,
+    outcome: Outcome,
+    *,
+    backoff_base_s: float | None = None,
+    backoff_max_s: float | None = None,
+) -> Task:
+    """Record one outcome through the statement every worker uses; the task as it is now."""
+    row = transitions.finish(
+        f.id,
+        f.attempt,
+        f.worker_id,
+        outcome,
+        # The handler's backoff (a remote worker knows its handlers; the server does not).
+        backoff_base_s=backoff_base_s or services.settings.backoff_base_s,
+        backoff_max_s=backoff_max_s or services.settings.backoff_max_s,
     )
+    done = await transitions.finish_many(services.pool, [row], token_id=principal.token_id)
+    if not done:
+        raise await transitions.refusal(services.pool, f.id, f.lease)
+    services.metrics.finished.labels(outcome=name_of(outcome)).inc()
+    return await services.queue.get(f.id)

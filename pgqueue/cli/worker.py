@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Any
 
+from pgqueue import logging as log_context
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.errors import InvalidInput
 from pgqueue.settings import Settings
@@ -90,7 +91,8 @@ async def run_worker(app: App, settings: Settings, **options: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    await worker.run()
+    with log_context.bind(worker_id=worker.id):  # every log line of this worker names it
+        await worker.run()
 
 
 async def _run_remote(app: App, args: argparse.Namespace, queues: list[str] | None) -> int:

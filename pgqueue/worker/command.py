@@ -30,9 +30,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from pgqueue.outcomes import Permanent
 from pgqueue.worker.context import Context
 from pgqueue.worker.handlers import App, Handler
-from pgqueue.worker.outcomes import Permanent
 
 KIND = "command"
 OUTPUT_CAP = 1024 * 1024  # stdout kept (the tail): JSON results larger than this are cut

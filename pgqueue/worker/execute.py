@@ -12,42 +12,15 @@ from typing import Any
 
 import msgspec
 
+from pgqueue import logging as log_context
+from pgqueue import otel
 from pgqueue.errors import InvalidInput
-from pgqueue.tasks import Task, Usage
+from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Permanent, Released, Retry
+from pgqueue.tasks import Task
 from pgqueue.worker.context import Context, Reporter
 from pgqueue.worker.handlers import Handler
-from pgqueue.worker.outcomes import Permanent, Retry
 
 TRACEBACK_CHARS = 8000  # enough to debug, small enough for the row and the stream
-
-
-class Completed(msgspec.Struct, frozen=True, tag="completed"):
-    result: Any
-    usage: Usage
-    exit_code: int | None = None
-
-
-class Failed(msgspec.Struct, frozen=True, tag="failed"):
-    error: dict[str, Any]  # {"type", "message", "retryable", "traceback"?}
-    retryable: bool
-    usage: Usage
-    retry_in_s: float | None = None  # None: the backoff decides
-    exit_code: int | None = None
-
-
-class Cancelled(msgspec.Struct, frozen=True, tag="cancelled"):
-    """Stopped because a cancel was requested."""
-
-    usage: Usage
-
-
-class Interrupted(msgspec.Struct, frozen=True, tag="interrupted"):
-    """Stopped because the worker is shutting down: release the task, do not count it."""
-
-    usage: Usage
-
-
-Outcome = Completed | Failed | Cancelled | Interrupted
 
 
 def error_info(exc: BaseException, *, retryable: bool, kind: str | None = None) -> dict[str, Any]:
@@ -71,8 +44,18 @@ async def execute(
     """Run the handler for this attempt with its timeout; never raises for handler errors.
 
     Cancellation of the calling asyncio task means cancel-requested (``Cancelled``) unless
-    ``shutting_down`` is set (``Interrupted``).
+    ``shutting_down`` is set (``Released``). The attempt runs in the task's trace (a
+    consumer span, pgqueue/otel.py) and its log lines name the task (pgqueue/logging.py).
     """
+    with otel.processing(task) as span, log_context.bind(**log_context.task_fields(task)):
+        outcome, ctx = await _attempt(task, handler, reporter, shutting_down)
+        span.ended(type(outcome).__name__.lower(), getattr(outcome, "error", None))
+    return outcome, ctx
+
+
+async def _attempt(
+    task: Task, handler: Handler, reporter: Reporter, shutting_down: asyncio.Event | None
+) -> tuple[Outcome, Context]:
     ctx = Context(task, reporter)
     timeout_s = task.timeout_s or handler.timeout_s
     try:
@@ -90,7 +73,7 @@ async def execute(
         return Failed(error=error, retryable=True, usage=ctx.usage, exit_code=ctx.exit_code), ctx
     except asyncio.CancelledError:
         if shutting_down is not None and shutting_down.is_set() and not ctx.cancel_requested:
-            return Interrupted(usage=ctx.usage), ctx
+            return Released(usage=ctx.usage), ctx
         return Cancelled(usage=ctx.usage), ctx
     except Retry as exc:
         return Failed(

@@ -47,7 +47,8 @@ async def beat(
 ) -> HeartbeatAnswer:
     """One heartbeat for the worker and all its running tasks, in one transaction."""
     ids = [t.id for t in running]
-    worker = {**msgspec.structs.asdict(info), "running": len(ids)}
+    # token_id: only remote workers' rows are bound to an API token
+    worker = {**msgspec.structs.asdict(info), "running": len(ids), "token_id": None}
     if not ids:
         # An idle worker's beat is one statement, not BEGIN/UPDATE/COMMIT: three of an idle
         # worker's 0.8 statements a second were this transaction.

@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
 
-import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db.queries import QUERIES
+from pgqueue.db.transitions import Finish, finish, finish_many
+from pgqueue.outcomes import Outcome, unrecordable
 from pgqueue.settings import Settings
 from pgqueue.tasks import Task
-from pgqueue.worker.execute import Cancelled, Completed, Failed, Interrupted, Outcome
 from pgqueue.worker.handlers import Handler
 
 log = logging.getLogger(__name__)
-
-_encode = msgspec.json.Encoder().encode
 
 # Outcomes per flush statement: keeps each transaction short (a 500-row completion takes a
 # few ms; 20,000 took seconds) whatever the concurrency.
@@ -117,80 +113,24 @@ class Outbox:
                 self._ready.set()
             except psycopg.Error as exc:
                 log.warning("task %s: its outcome cannot be stored (%s); failing it", task.id, exc)
-                error = {
-                    "type": "unrecordable_outcome",
-                    "message": f"the database refused the outcome: {exc}",
-                    "retryable": False,
-                }
-                failed = Failed(error=error, retryable=False, usage=outcome.usage)
                 try:
+                    failed = unrecordable(outcome, f"the database refused it: {exc}")
                     await self._flush([(task, failed)])
                 except psycopg.Error:
                     log.exception("task %s: not even its failure could be recorded", task.id)
 
     async def _flush(self, batch: list[tuple[Task, Outcome]]) -> None:
-        completed = [(t, o) for t, o in batch if isinstance(o, Completed)]
-        released = [(t, o) for t, o in batch if isinstance(o, Interrupted)]
-        async with self._pool.connection() as conn:
-            if completed:
-                await conn.execute(
-                    QUERIES["task_complete_many"], {"items": self._complete_items(completed)}
-                )
-            if released:
-                items = [{"id": t.id, "attempt": t.attempts, "usage": o.usage} for t, o in released]
-                await conn.execute(
-                    QUERIES["task_release_many"],
-                    {"items": _encode(items).decode(), "worker_id": self._worker_id},
-                )
-            for task, outcome in batch:
-                if isinstance(outcome, Failed):
-                    await conn.execute(QUERIES["task_fail"], self._fail_params(task, outcome))
-                elif isinstance(outcome, Cancelled):
-                    await conn.execute(
-                        QUERIES["task_cancelled"],
-                        {
-                            **self._fence(task),
-                            "usage": _encode(outcome.usage).decode(),
-                            "error": _encode(
-                                {
-                                    "type": "cancelled",
-                                    "message": "cancel requested",
-                                    "retryable": False,
-                                }
-                            ).decode(),
-                        },
-                    )
+        await finish_many(self._pool, [self._row(task, outcome) for task, outcome in batch])
         self.recorded += len(batch)
 
-    def _complete_items(self, completed: Sequence[tuple[Task, Outcome]]) -> str:
-        items = []
-        for task, outcome in completed:
-            assert isinstance(outcome, Completed)
-            items.append(
-                {
-                    "id": task.id,
-                    "attempt": task.attempts,
-                    "worker_id": self._worker_id,
-                    "result": outcome.result,
-                    "usage": outcome.usage,
-                    "exit_code": outcome.exit_code,
-                }
-            )
-        return _encode(items).decode()
-
-    def _fence(self, task: Task) -> dict[str, Any]:
-        return {"id": task.id, "attempt": task.attempts, "worker_id": self._worker_id}
-
-    def _fail_params(self, task: Task, outcome: Failed) -> dict[str, Any]:
+    def _row(self, task: Task, outcome: Outcome) -> Finish:
         # Backoff: the task's own override (applied in SQL), else the handler's, else settings.
         handler = self._handlers.get(task.kind)
-        return {
-            **self._fence(task),
-            "retryable": outcome.retryable,
-            "retry_in_s": outcome.retry_in_s,
-            "backoff_base_s": (handler and handler.backoff_base_s) or self._settings.backoff_base_s,
-            "backoff_max_s": (handler and handler.backoff_max_s) or self._settings.backoff_max_s,
-            "error": _encode(outcome.error).decode(),
-            "exit_code": outcome.exit_code,
-            "usage": _encode(outcome.usage).decode(),
-        }
+        return finish(
+            task.id,
+            task.attempts,
+            self._worker_id,
+            outcome,
+            backoff_base_s=(handler and handler.backoff_base_s) or self._settings.backoff_base_s,
+            backoff_max_s=(handler and handler.backoff_max_s) or self._settings.backoff_max_s,
+        )

@@ -23,9 +23,18 @@ from typing import Any
 import httpx
 
 from pgqueue.client import Client, LeasedTask, ServerError
-from pgqueue.errors import NotFound, StaleLease
+from pgqueue.errors import InvalidInput, NotFound, StaleLease
+from pgqueue.outcomes import (
+    UNRECORDABLE,
+    Cancelled,
+    Completed,
+    Failed,
+    Outcome,
+    Released,
+    unrecordable,
+)
 from pgqueue.tasks import Task, Usage, new_worker_id
-from pgqueue.worker.execute import Cancelled, Completed, Failed, Interrupted, Outcome, execute
+from pgqueue.worker.execute import execute
 from pgqueue.worker.handlers import App, worker_queues
 
 log = logging.getLogger(__name__)
@@ -190,7 +199,12 @@ class RemoteWorker:
         backoff_base_s: float | None = None,
         backoff_max_s: float | None = None,
     ) -> None:
-        """Post the outcome; network errors are retried, a refused lease is dropped."""
+        """Post the outcome; network errors are retried, a refused lease is dropped.
+
+        An outcome the server refuses as such (413: too big; 400: a value it cannot store) is
+        recorded once as a permanent ``unrecordable_outcome`` failure, as the local worker's
+        outbox does: left alone, the task would run again after the reaper found it.
+        """
         delay = 0.1
         while True:
             try:
@@ -198,6 +212,12 @@ class RemoteWorker:
             except (StaleLease, NotFound) as exc:
                 log.warning("task %s: outcome refused (%s)", task.id, exc)
                 return
+            except InvalidInput as exc:  # PayloadTooLarge (413) is an InvalidInput too
+                if isinstance(outcome, Failed) and outcome.error.get("type") == UNRECORDABLE:
+                    log.exception("task %s: not even its failure could be recorded", task.id)
+                    return
+                log.warning("task %s: its outcome was refused (%s); failing it", task.id, exc)
+                outcome = unrecordable(outcome, f"the server refused it: {str(exc)[:500]}")
             except (httpx.TransportError, ServerError) as exc:
                 log.warning("task %s: reporting failed (%s); retrying", task.id, exc)
                 await asyncio.sleep(delay)
@@ -234,14 +254,8 @@ class RemoteWorker:
                 backoff_max_s=backoff_max_s,
             )
         elif isinstance(outcome, Cancelled):
-            await self.client.fail(
-                task.id,
-                task.lease,
-                error={"type": "cancelled", "message": "cancel requested"},
-                retryable=False,
-                usage=usage,
-            )
-        elif isinstance(outcome, Interrupted):
+            await self.client.cancelled(task.id, task.lease, usage=usage)
+        elif isinstance(outcome, Released):
             await self.client.release(task.id, task.lease, usage=usage)
 
     # -- heartbeats and shutdown --------------------------------------------------------

@@ -13,7 +13,7 @@ RETURNING id, prefix, user_id, role, note, created_at, last_used_at, revoked_at;
 UPDATE pgqueue.api_tokens
    SET last_used_at = now()
  WHERE token_hash = %(token_hash)s AND revoked_at IS NULL
-RETURNING user_id, role;
+RETURNING user_id, role, id;
 
 -- name: api_token_list
 -- Every token, newest first (revoked ones too: who had access, and until when).

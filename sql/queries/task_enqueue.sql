@@ -9,12 +9,12 @@
 -- pgqueue.tasks.created_task): decoding the whole row back cost a third of a bulk enqueue.
 INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries, timeout_s,
                                 backoff_base_s, backoff_max_s, idempotency_key, user_id, tags,
-                                parent_id)
+                                parent_id, traceparent)
 VALUES (%(kind)s, %(payload)s::jsonb, %(queue)s, %(priority)s,
         coalesce(%(run_at)s::timestamptz, now()) + make_interval(secs => %(delay_s)s::float8),
         %(max_retries)s, %(timeout_s)s::float8, %(backoff_base_s)s::float8,
         %(backoff_max_s)s::float8, %(idempotency_key)s::text, %(user_id)s::text,
-        %(tags)s::text[], %(parent_id)s::uuid)
+        %(tags)s::text[], %(parent_id)s::uuid, %(traceparent)s::text)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
 
@@ -31,20 +31,20 @@ RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
 -- is a JSON null payload (as in task_insert), not a missing one.
 INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries, timeout_s,
                                 backoff_base_s, backoff_max_s, idempotency_key, user_id, tags,
-                                parent_id)
+                                parent_id, traceparent)
 SELECT r.kind, coalesce(r.payload, 'null'), coalesce(r.queue, 'default'), coalesce(r.priority, 0),
        coalesce(r.run_at, now()) + make_interval(secs => coalesce(r.delay_s, 0)),
        coalesce(r.max_retries, 3), r.timeout_s, r.backoff_base_s, r.backoff_max_s,
        r.idempotency_key, coalesce(r.user_id, %(user_id)s::text), coalesce(r.tags, '{}'),
-       r.parent_id
+       r.parent_id, r.traceparent
   FROM ROWS FROM (jsonb_to_recordset(%(tasks)s::jsonb) AS (
            kind text, payload jsonb, queue text, priority integer, run_at timestamptz,
            delay_s float8, max_retries integer, timeout_s float8, backoff_base_s float8,
            backoff_max_s float8, idempotency_key text, user_id text, tags text[],
-           parent_id uuid))
+           parent_id uuid, traceparent text))
        WITH ORDINALITY AS r(kind, payload, queue, priority, run_at, delay_s, max_retries,
                             timeout_s, backoff_base_s, backoff_max_s, idempotency_key,
-                            user_id, tags, parent_id, ord)
+                            user_id, tags, parent_id, traceparent, ord)
  ORDER BY r.ord
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;

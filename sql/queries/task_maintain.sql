@@ -32,6 +32,7 @@ RETURNING t.cancel_requested;
 
 -- name: task_report
 -- A remote worker's heartbeat over HTTP: any of progress, checkpoint and a usage delta.
+-- Fenced like task_finish_many: the lease, and the token the worker claimed with.
 UPDATE pgqueue.tasks t
    SET progress = coalesce(%(progress)s::jsonb, t.progress),
        checkpoint = CASE WHEN %(checkpoint)s::jsonb IS NULL THEN t.checkpoint
@@ -42,6 +43,9 @@ UPDATE pgqueue.tasks t
        heartbeat_at = now(), updated_at = now()
  WHERE t.id = %(id)s AND t.status = 'running' AND t.attempts = %(attempt)s
    AND t.worker_id = %(worker_id)s
+   AND (%(token_id)s::bigint IS NULL
+        OR EXISTS (SELECT 1 FROM pgqueue.workers w
+                    WHERE w.id = t.worker_id AND w.token_id = %(token_id)s::bigint))
 RETURNING t.cancel_requested;
 
 -- name: task_reap
@@ -74,11 +78,15 @@ ON CONFLICT (id) DO UPDATE
        concurrency = excluded.concurrency;
 
 -- name: worker_heartbeat
--- The worker's own heartbeat row; re-created if the reaper deleted it during an outage.
-INSERT INTO pgqueue.workers (id, host, pid, queues, kinds, concurrency, running)
+-- The worker's own heartbeat row; re-created if the reaper deleted it during an outage. A
+-- remote worker's row records the token it claims with (NULL for local workers); a row held
+-- by another token is left alone and no row is returned: that worker id is taken.
+INSERT INTO pgqueue.workers (id, host, pid, queues, kinds, concurrency, running, token_id)
 VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::text[], %(kinds)s::text[], %(concurrency)s,
-        %(running)s)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running;
+        %(running)s, %(token_id)s::bigint)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running
+ WHERE pgqueue.workers.token_id IS NOT DISTINCT FROM excluded.token_id
+RETURNING id;
 
 -- name: worker_remove
 -- A worker that shut down cleanly leaves no heartbeat row behind.

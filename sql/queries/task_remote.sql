@@ -5,7 +5,3 @@
 -- name: worker_touch
 -- A remote worker busy with tasks does not claim; its task heartbeats keep its row alive.
 UPDATE pgqueue.workers SET heartbeat_at = now() WHERE id = %(id)s;
-
--- name: task_lease_state
--- Why a fenced statement touched no row: does the task exist, and who holds it.
-SELECT status::text, attempts, worker_id FROM pgqueue.tasks WHERE id = %(id)s;

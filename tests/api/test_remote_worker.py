@@ -45,12 +45,35 @@ async def slow(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
     await asyncio.sleep(60)
 
 
+go = asyncio.Event()
+
+
+@app.task("remote.fail_when_told", max_retries=5)
+async def fail_when_told(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
+    await go.wait()
+    raise RuntimeError("a retryable failure")
+
+
+@app.task("remote.huge")
+async def huge(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    return "x" * (2 * 1024 * 1024)  # over the server's 1 MiB limit: a 413
+
+
+@app.task("remote.nul")
+async def nul(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    return "a\u0000b"  # valid JSON that jsonb refuses: a 400
+
+
+@app.task("remote.nul_error")
+async def nul_error(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
+    raise pgqueue.Permanent("bad \u0000 byte")  # a fail the server refuses: a 400
+
+
 @contextlib.asynccontextmanager
 async def remote_worker(api: Api, **options: Any) -> AsyncIterator[RemoteWorker]:
     async with api.client(api.tokens.worker) as client:
-        worker = RemoteWorker(
-            app, client, heartbeat_s=0.3, claim_wait_s=2, shutdown_grace_s=2, **options
-        )
+        defaults: dict[str, Any] = {"heartbeat_s": 0.3, "claim_wait_s": 2, "shutdown_grace_s": 2}
+        worker = RemoteWorker(app, client, **{**defaults, **options})
         runner = asyncio.create_task(worker.run())
         await worker.started.wait()
         try:
@@ -168,3 +191,47 @@ async def test_serve_refuses_without_tokens_unless_insecure(
     await wait_healthy(f"http://127.0.0.1:{port}", processes[-1])
     async with pgqueue.Client(f"http://127.0.0.1:{port}") as anyone:
         assert (await anyone.submit("k", {})).status is pgqueue.Status.PENDING
+
+
+async def wait_running(alice: pgqueue.Client, task_id: Any) -> None:
+    async for message in alice.stream(task_ids=[task_id]):
+        if message.task.status == "running":
+            return
+
+
+async def test_a_cancel_wins_over_a_remote_retryable_failure(api: Api) -> None:
+    """The worker hears of the cancel only by heartbeat (slow here): it fails the attempt
+    retryably, and the task still ends cancelled, never to run again."""
+    go.clear()
+    async with api.client(api.tokens.alice) as alice, remote_worker(api, heartbeat_s=60):
+        task = await alice.submit("remote.fail_when_told", {})
+        await wait_running(alice, task.id)
+        await alice.cancel(task.id)
+        go.set()
+        done = await alice.wait(task.id, timeout_s=30)
+    assert done.status is pgqueue.Status.CANCELLED and done.attempts == 1
+    assert done.error is not None and done.error["attempt_error"]["type"] == "RuntimeError"
+
+
+async def test_a_cancel_wins_over_a_remote_release(api: Api) -> None:
+    async with api.client(api.tokens.alice) as alice:
+        async with remote_worker(api, heartbeat_s=60, shutdown_grace_s=0.2):
+            task = await alice.submit("remote.slow", {})
+            await wait_running(alice, task.id)
+            await alice.cancel(task.id)
+        done = await alice.get(task.id)
+    assert done.status is pgqueue.Status.CANCELLED and done.attempts == 1
+
+
+@pytest.mark.parametrize("kind", ["remote.huge", "remote.nul", "remote.nul_error"])
+async def test_an_outcome_the_server_refuses_fails_its_task_once(api: Api, kind: str) -> None:
+    """As the local worker does: recorded once as unrecordable_outcome, not left to the
+    reaper (which would run it again and end it 'stalled')."""
+    async with api.client(api.tokens.alice) as alice, remote_worker(api) as worker:
+        task = await alice.submit(kind, {}, max_retries=3)
+        done = await alice.wait(task.id, timeout_s=30)
+        events = [e.event for e in await alice.events(task.id)]
+    assert worker.recorded == 1
+    assert done.status is pgqueue.Status.FAILED and done.attempts == 1
+    assert done.error is not None and done.error["type"] == "unrecordable_outcome"
+    assert events == ["created", "started", "failed"]

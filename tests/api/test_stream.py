@@ -136,7 +136,15 @@ async def test_unsubscribe_stops_updates(api: Api, alice: httpx.AsyncClient) -> 
         await subscribe(ws, queues=["a"])
         await ws.send(json.dumps({"op": "unsubscribe", "queues": ["a"]}))
         ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert ack == {"type": "subscribed", "task_ids": [], "queues": [], "all": False}
+        assert ack == {
+            "type": "subscribed",
+            "op": "unsubscribe",
+            "task_ids": [],
+            "queues": ["a"],
+            "all": False,
+            "task_id_count": 0,
+            "queue_count": 0,
+        }
         await alice.post("/tasks", json={"kind": "k", "queue": "a"})
         await subscribe(ws, queues=["b"])
         await alice.post("/tasks", json={"kind": "k", "queue": "b"})

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.api.conftest import Api
+from tests.api.conftest import Api, create_token
 
 
 async def claim(c: httpx.AsyncClient, **body: Any) -> list[dict[str, Any]]:
@@ -122,6 +122,47 @@ async def test_stale_lease_after_reap_is_409(
     missing = "00000000-0000-0000-0000-000000000000"
     r = await worker.post(f"/tasks/{missing}/heartbeat", json={"lease": "1:w"})
     assert r.status_code == 404
+
+
+async def test_a_lease_is_bound_to_the_token_that_claimed_it(
+    api: Api, alice: httpx.AsyncClient, worker: httpx.AsyncClient, dsn: str
+) -> None:
+    """Another worker token that learnt the lease gets a 409 for every report (SPEC §4),
+    and cannot claim under the worker id the first token uses."""
+    task = (await alice.post("/tasks", json={"kind": "k"})).json()
+    [c] = await claim(worker, worker_id="bound")
+    url = f"/tasks/{task['id']}"
+    async with api.http(await create_token(dsn, "w2", "worker")) as other:
+        for path, body in [
+            ("heartbeat", {"lease": c["lease"]}),
+            ("complete", {"lease": c["lease"], "result": 1}),
+            ("fail", {"lease": c["lease"], "error": {"type": "x", "message": "y"}}),
+            ("cancelled", {"lease": c["lease"]}),
+            ("release", {"lease": c["lease"]}),
+        ]:
+            r = await other.post(f"{url}/{path}", json=body)
+            assert r.status_code == 409, (path, r.text)
+            assert "token" in r.json()["detail"]
+        r = await other.post("/tasks/claim", json={"worker_id": "bound", "queues": ["default"]})
+        assert r.status_code == 409 and "worker_id" in r.json()["detail"]
+    assert (await alice.get(url)).json()["status"] == "running"
+    r = await worker.post(f"{url}/complete", json={"lease": c["lease"], "result": 2})
+    assert r.status_code == 200 and r.json()["result"] == 2
+
+
+async def test_cancelled_records_an_obeyed_cancel(
+    alice: httpx.AsyncClient, worker: httpx.AsyncClient
+) -> None:
+    task = (await alice.post("/tasks", json={"kind": "k"})).json()
+    [c] = await claim(worker)
+    await alice.post(f"/tasks/{task['id']}/cancel")
+    r = await worker.post(
+        f"/tasks/{task['id']}/cancelled", json={"lease": c["lease"], "usage": {"cost": 0.5}}
+    )
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["status"] == "cancelled" and done["usage"]["cost"] == 0.5
+    assert done["error"]["type"] == "cancelled"
 
 
 async def test_release_gives_the_attempt_back(

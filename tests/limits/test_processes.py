@@ -204,10 +204,6 @@ async def test_circuit_breaker_opens_probes_and_closes(
     assert await count_status(conn, "failed", "down") == failed + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stopped task ends 'failed' once the unified finish path (issue 10) decides it",
-)
 async def test_budget_stop_and_resume(
     dsn: str, queue: Queue, conn: psycopg.AsyncConnection[Any]
 ) -> None:

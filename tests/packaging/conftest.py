@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,10 +36,33 @@ class Built:
         self.sdist = sdist
 
 
+def build_stage_copies(dockerfile: str) -> list[tuple[list[str], str]]:
+    """The Dockerfile's first stage ``COPY src... dest`` lines: what the wheel is built from."""
+    stages = dockerfile.split("\nFROM ")  # [comments before the first FROM, stage 1, ...]
+    copies = []
+    for line in stages[1].splitlines():
+        if line.startswith("COPY "):
+            *sources, dest = line.split()[1:]
+            copies.append((sources, dest))
+    return copies
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """sdist and wheel, built from exactly what the Dockerfile's build stage copies in."""
+    src = tmp_path_factory.mktemp("src")
+    copies = build_stage_copies((ROOT / "Dockerfile").read_text())
+    assert copies, "the Dockerfile's build stage copies nothing"
+    for sources, dest in copies:
+        for name in sources:
+            # Docker's rule: into the directory `dest/` (or for several sources), else as `dest`
+            target = src / dest / name if dest.endswith("/") or len(sources) > 1 else src / dest
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copyfile(ROOT / name, target)
     out = tmp_path_factory.mktemp("dist")
-    run_checked([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)])
+    run_checked([sys.executable, "-m", "build", "--outdir", str(out), str(src)])
     (wheel,) = out.glob("pgqueue-*.whl")
     (sdist,) = out.glob("pgqueue-*.tar.gz")
     return Built(wheel, sdist)

@@ -31,6 +31,7 @@ def test_wheel_and_sdist_carry_the_sql_and_the_metadata(built: Built) -> None:
             assert wheel.read(f"pgqueue/_sql/{f}") == (SQL / f).read_bytes()
     assert not any(n.startswith("pgqueue/_sql/") and n.endswith(".py") for n in names)
     assert "pgqueue/py.typed" in names
+    assert {n.split("/")[0] for n in names} == {"pgqueue", metadata_name.split("/")[0]}
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: MIT" in metadata
     assert "Project-URL: Source, " in metadata

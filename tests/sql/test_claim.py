@@ -12,9 +12,11 @@ import pytest
 from pgqueue.db.pool import connect
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
+from pgqueue.db.transitions import finish, finish_many
 from pgqueue.events import EVENTS, WAKEUP, decode_changes
+from pgqueue.outcomes import Cancelled, Completed, Failed
 from pgqueue.queue import Queue
-from pgqueue.tasks import Status, Task
+from pgqueue.tasks import Status, Task, Usage
 
 
 async def claim(
@@ -108,14 +110,9 @@ async def test_paused_queue_and_concurrency_limit(
     assert await claim(conn, queues=["llm"], worker="b") == []
 
 
-async def complete(conn: psycopg.AsyncConnection[Any], task: Task, worker: str = "w1") -> list[Any]:
-    items = [
-        {"id": str(task.id), "attempt": task.attempts, "worker_id": worker, "result": {"ok": 1}}
-    ]
-    cur = await conn.execute(
-        QUERIES["task_complete_many"], {"items": msgspec.json.encode(items).decode()}
-    )
-    return await cur.fetchall()
+async def complete(queue: Queue, task: Task, worker: str = "w1") -> list[Any]:
+    row = finish(task.id, task.attempts, worker, Completed(result={"ok": 1}))
+    return list(await finish_many(queue.pool, [row]))
 
 
 async def test_stale_lease_is_refused_after_a_reap(
@@ -128,9 +125,9 @@ async def test_stale_lease_is_refused_after_a_reap(
     assert [(r[0], r[1]) for r in reaped] == [(task.id, "pending")]
     (again,) = await claim(conn, worker="successor")
     assert again.attempts == 2
-    assert await complete(conn, task, worker="presumed-dead") == []  # refused
+    assert await complete(queue, task, worker="presumed-dead") == []  # refused
     assert (await queue.get(task.id)).status is Status.RUNNING
-    assert len(await complete(conn, again, worker="successor")) == 1
+    assert len(await complete(queue, again, worker="successor")) == 1
     done = await queue.get(task.id)
     assert (done.status, done.result, done.worker_id) == (Status.COMPLETED, {"ok": 1}, None)
 
@@ -181,25 +178,16 @@ async def test_every_transition_is_audited(
     params = {"id": task.id, "attempt": 1, "worker_id": "w1"}
     await conn.execute(QUERIES["task_progress"], {**params, "progress": '{"percent": 50}'})
     await conn.execute(QUERIES["task_checkpoint"], {**params, "token": "t1", "data": '{"s": 1}'})
-    await conn.execute(
-        QUERIES["task_fail"],
-        {
-            **params,
-            "retryable": True,
-            "retry_in_s": 0,
-            "backoff_base_s": 1,
-            "backoff_max_s": 1,
-            "error": '{"type": "E", "message": "m", "retryable": true}',
-            "exit_code": None,
-            "usage": '{"input_tokens": 10, "output_tokens": 2, "cost": 0.5}',
-        },
+    failed = Failed(
+        error={"type": "E", "message": "m", "retryable": True},
+        retryable=True,
+        retry_in_s=0,
+        usage=Usage(input_tokens=10, output_tokens=2, cost=0.5),
     )
+    await finish_many(queue.pool, [finish(task.id, 1, "w1", failed)])
     await claim(conn)
     await queue.cancel(task.id)
-    await conn.execute(
-        QUERIES["task_cancelled"],
-        {"id": task.id, "attempt": 2, "worker_id": "w1", "usage": None, "error": None},
-    )
+    await finish_many(queue.pool, [finish(task.id, 2, "w1", Cancelled())])
     await queue.retry(task.id)
     events = [e.event for e in await queue.events(task.id)]
     assert events == [
@@ -266,7 +254,7 @@ async def test_purge_leaves_live_tasks_alone(
     done = await queue.enqueue("k", {"n": 1})
     pending = await queue.enqueue("other", {"n": 2})
     (claimed,) = await claim(conn, limit=1)
-    assert len(await complete(conn, claimed)) == 1
+    assert len(await complete(queue, claimed)) == 1
     running = await queue.enqueue("k", {"n": 3})
     await claim(conn, limit=1)
     await conn.execute(

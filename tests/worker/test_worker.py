@@ -423,3 +423,15 @@ async def test_claims_wait_for_outcomes_to_be_written(
     assert 0 < most <= 40
     cur = await conn.execute("SELECT count(*) FROM pgqueue.events WHERE event = 'requeued'")
     assert await cur.fetchone() == (0,)
+
+
+async def test_heartbeats_keep_a_task_longer_than_the_stall_time(
+    queue: Queue, conn: psycopg.AsyncConnection[Any], dsn: str
+) -> None:
+    settings = fast_settings(dsn, heartbeat_s=0.3, stall_s=1.5, reap_s=0.3)
+    async with running_worker(app, settings):
+        task = await queue.enqueue("block", {"name": "long", "s": 3.0})
+        done = await queue.wait(task.id, timeout_s=30)
+    assert (done.status, done.attempts) == (Status.COMPLETED, 1)
+    cur = await conn.execute("SELECT count(*) FROM pgqueue.events WHERE event = 'requeued'")
+    assert await cur.fetchone() == (0,)

@@ -1,0 +1,113 @@
+"""How an attempt ended: what a handler may raise, and the typed outcome every worker records.
+
+A handler returns its result, or raises (SPEC §2, error classes):
+- ``Retry(in_s=60)``: try again after that delay (a snooze), still counting the attempt;
+- ``Permanent("why")``: fail now, no more attempts;
+- any other exception: a retryable failure with exponential backoff, unless its type is in
+  the handler's ``permanent=`` list.
+
+``worker/execute.py`` turns that into one of the outcome values below. The local worker's
+outbox and the remote-worker HTTP endpoints hand these values to one statement,
+``task_finish_many`` (through ``pgqueue.db.transitions.finish_many``), which applies any mix
+of them in one round trip, fenced by the lease. The statement, not the caller, decides the
+final status: a cancel that was requested wins over a retry and a release (SPEC §2).
+
+Outcome  | status it leads to
+---------|-------------------------------------------------------------------------------
+Completed| ``completed`` (also when a cancel was requested: the work is done)
+Failed   | ``pending`` after the backoff (or ``retry_in_s``, a snooze) while retryable with
+         | attempts left; otherwise ``failed``; ``cancelled`` once a cancel was requested
+Cancelled| ``cancelled`` (the worker stopped the handler because of a cancel request)
+Released | ``pending`` now, the attempt given back (graceful shutdown); ``cancelled`` once a
+         | cancel was requested
+(Wait)   | reserved for SPEC §11: ``waiting`` until a signal; the next member of ``Outcome``
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import msgspec
+
+from pgqueue.tasks import Usage
+
+# -- what a handler raises ----------------------------------------------------------------
+
+
+class Retry(Exception):
+    """Run this task again after ``in_s`` seconds (default: the usual backoff)."""
+
+    def __init__(self, message: str = "retry requested", *, in_s: float | None = None) -> None:
+        if in_s is not None and in_s < 0:
+            raise ValueError(f"in_s must be >= 0, got {in_s}")
+        super().__init__(message)
+        self.in_s = in_s
+
+
+class Permanent(Exception):
+    """Fail this task for good: retrying cannot help (bad input, a refused request...)."""
+
+
+# -- what a worker records ----------------------------------------------------------------
+
+
+class Completed(msgspec.Struct, frozen=True, tag="completed"):
+    """The handler returned ``result``."""
+
+    result: Any
+    usage: Usage = Usage()
+    exit_code: int | None = None
+
+
+class Failed(msgspec.Struct, frozen=True, tag="failed"):
+    """The attempt failed: a retry (``retryable``), a snooze (``retry_in_s``) or for good."""
+
+    error: dict[str, Any]  # {"type", "message", "retryable", "traceback"?}
+    retryable: bool
+    usage: Usage = Usage()
+    retry_in_s: float | None = None  # None: the backoff decides
+    exit_code: int | None = None
+
+
+class Cancelled(msgspec.Struct, frozen=True, tag="cancelled"):
+    """Stopped because a cancel was requested."""
+
+    usage: Usage = Usage()
+
+
+class Released(msgspec.Struct, frozen=True, tag="released"):
+    """Stopped because the worker is shutting down: hand the task back, do not count it."""
+
+    usage: Usage = Usage()
+
+
+Outcome = Completed | Failed | Cancelled | Released
+
+OutcomeName = Literal["completed", "failed", "cancelled", "released"]
+
+CANCELLED_ERROR: Final = {"type": "cancelled", "message": "cancel requested", "retryable": False}
+"""The ``error`` a task cancelled while running ends with."""
+
+UNRECORDABLE: Final = "unrecordable_outcome"
+"""The error type of an outcome the database or the server refused (too big, not storable):
+its task fails for good, recorded once, instead of being left to the reaper."""
+
+
+def permanent(error_type: str, message: str, usage: Usage | None = None) -> Failed:
+    """A failure no retry can fix, with a short error (no traceback)."""
+    return Failed(
+        error={"type": error_type, "message": message, "retryable": False},
+        retryable=False,
+        usage=usage or Usage(),
+    )
+
+
+def unrecordable(outcome: Outcome, why: str) -> Failed:
+    """What to record instead of an outcome that was refused: a permanent failure saying why."""
+    return permanent(UNRECORDABLE, f"the outcome could not be recorded: {why}", outcome.usage)
+
+
+def name_of(outcome: Outcome) -> OutcomeName:
+    """The outcome's tag, as ``task_finish_many`` and the metrics name it."""
+    tag: OutcomeName = type(outcome).__struct_config__.tag  # type: ignore[assignment]
+    return tag
