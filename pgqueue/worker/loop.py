@@ -219,7 +219,11 @@ class Worker:
         async def run() -> None:
             try:
                 outcome, _ = await execute(
-                    task, handler, reporter, shutting_down=self._shutting_down
+                    task,
+                    handler,
+                    reporter,
+                    shutting_down=self._shutting_down,
+                    max_result_bytes=self.settings.result_limit,
                 )
             finally:
                 self._running.pop(task.id, None)

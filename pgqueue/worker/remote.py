@@ -58,7 +58,8 @@ class HttpReporter:
     async def enqueue_child(
         self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
     ) -> Task:
-        body = {"user_id": task.user_id, **fields, "parent_id": str(task.id)}
+        # no user_id: a worker token names no owner, the child takes its parent's (SPEC §4)
+        body = {**fields, "parent_id": str(task.id)}
         return await self._client.submit(kind, payload, **body)
 
     async def children(self, task: Task) -> list[Task]:

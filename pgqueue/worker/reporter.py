@@ -33,7 +33,8 @@ class DatabaseReporter:
     async def enqueue_child(
         self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
     ) -> Task:
-        body = {"user_id": task.user_id, **fields, "kind": kind, "parent_id": task.id}
+        # no user_id: the child takes its parent's owner (Queue checks and copies it)
+        body = {**fields, "kind": kind, "parent_id": task.id}
         if payload is not None:
             body["payload"] = payload
         return (await self._queue.submit(new_task(body))).task
