@@ -61,6 +61,12 @@ class Metrics:
             "WebSocket subscribers closed because they fell too far behind",
             registry=r,
         )
+        self.held_back = Gauge(
+            "pgqueue_tasks_held_back",
+            "Due tasks a limit holds back now, by queue and reason (the codes of why)",
+            ["queue", "reason"],
+            registry=r,
+        )
         self.pool = Gauge(
             "pgqueue_pool_connections", "Connection pool state", ["state"], registry=r
         )
@@ -70,9 +76,14 @@ class Metrics:
         async with pool.connection() as conn:
             cur = await conn.execute(QUERIES["stats_tasks_by_queue_status"])
             rows = await cur.fetchall()
+            cur = await conn.execute(QUERIES["stats_held_back"])
+            held = await cur.fetchall()
         self.tasks.clear()
         for queue, status, count in rows:
             self.tasks.labels(queue=queue, status=status).set(count)
+        self.held_back.clear()
+        for queue, reason, count in held:
+            self.held_back.labels(queue=queue, reason=reason).set(count)
         stats = pool.get_stats()
         for key in ("pool_size", "pool_available", "requests_waiting"):
             self.pool.labels(state=key).set(stats.get(key, 0))

@@ -53,3 +53,7 @@ SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;
 SELECT status::text, count(*) FROM pgqueue.tasks
  WHERE %(user_id)s::text IS NULL OR user_id = %(user_id)s::text
  GROUP BY status;
+
+-- name: stats_held_back
+-- Due tasks held back now by each §12 rule, per queue (the pgqueue_tasks_held_back gauge).
+SELECT queue, reason, tasks FROM pgqueue.held_back;

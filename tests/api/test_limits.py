@@ -107,3 +107,13 @@ async def test_why_over_http(api: Api, alice: httpx.AsyncClient, bob: httpx.Asyn
     async with api.client(api.tokens.alice) as client:
         why = await client.why(created["id"])
     assert [x.code for x in why.reasons] == ["no_worker"]
+
+
+async def test_metrics_count_tasks_held_back_by_reason(
+    admin: httpx.AsyncClient, queue: Queue
+) -> None:
+    await queue.enqueue("k", queue="frozen")
+    await queue.enqueue("k", queue="frozen")
+    assert (await admin.patch("/queues/frozen", json={"paused": True})).status_code == 200
+    text = (await admin.get("/metrics")).text
+    assert 'pgqueue_tasks_held_back{queue="frozen",reason="queue_paused"} 2.0' in text, text

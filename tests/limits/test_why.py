@@ -100,6 +100,18 @@ async def test_each_reason_appears_when_its_rule_holds(
     why = await reasons(queue, ahead[-1])
     assert why["backlog"].ahead == 4  # solo's held task, the unserved one and two more
 
+    cur = await conn.execute("SELECT queue, reason, tasks FROM pgqueue.held_back")
+    held = set(await cur.fetchall())
+    assert held == {
+        ("paused", "queue_paused", 1),
+        ("conc", "concurrency_limit", 1),
+        ("peruser", "per_user_limit", 1),
+        ("rate", "rate_limited", 1),
+        ("breaker", "circuit_open", 1),
+        ("budget", "budget_exhausted", 1),
+        ("line", "per_user_limit", 1),
+    }
+
     (started,) = await claim(conn, "sched") or [None]
     assert started is None  # not due: the claim agrees with `scheduled`
     running_id = (await claim(conn, "line"))[0]
