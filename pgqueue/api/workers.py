@@ -11,7 +11,6 @@ local worker makes, so both kinds of worker record the same transitions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import Any
 
@@ -34,6 +33,7 @@ from pgqueue.api.schemas import (
     WorkerStatus,
 )
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
+from pgqueue.api.wakeup import first_of
 from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -102,16 +102,24 @@ class WorkersController(Controller):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + data.wait_s
         with services.wakeups.watch(data.queues) as woken:
-            while True:
-                woken.clear()
-                claimed = await self._claim_once(data, services)
-                remaining = deadline - loop.time()
-                if claimed or remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        woken.wait(), timeout=min(remaining, services.settings.poll_s)
-                    )
+            claimed = await self._claim_once(data, services)
+            if not claimed and data.wait_s > 0:
+                # Parked on NOTIFY, no connection held (api/wakeup.py), and given up at once
+                # when the client disconnects or the server shuts down: nothing is claimed
+                # then, so no task is leased to a client that is gone.
+                async with services.polls.hold(request.receive) as hold:
+                    while not claimed:
+                        remaining = deadline - loop.time()
+                        if remaining <= 0 or hold.ended:
+                            break
+                        await first_of(
+                            [woken, hold.drained, hold.gone],
+                            min(remaining, services.settings.poll_s),
+                        )
+                        if hold.ended:
+                            break
+                        woken.clear()
+                        claimed = await self._claim_once(data, services)
         for task in claimed:
             services.metrics.claimed.labels(queue=task.queue).inc()
             if task.started_at is not None:
@@ -272,7 +280,10 @@ class WorkersController(Controller):
 
     @get("/workers", summary="Live workers")
     async def workers(self, services: ServicesDep, principal: PrincipalDep) -> list[WorkerStatus]:
-        """Local and remote workers with a heartbeat row, and how old that heartbeat is."""
+        """Local and remote workers with a heartbeat row, and how old that heartbeat is.
+
+        Not for user tokens (403): hosts and pids are the operator's (SPEC §4)."""
+        require(principal, Role.ADMIN, Role.WORKER)
         async with services.pool.connection() as conn:
             cur = await conn.execute(QUERIES["stats_workers"])
             rows = await cur.fetchall()

@@ -17,7 +17,7 @@ from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
 from pgqueue.limits import CircuitBreaker, QueueSettings, RateLimit
 
-_RATIO = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)s?$")
+_RATIO = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)s?$", re.ASCII)
 
 
 def register(subparsers: Any) -> None:
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 def _positive(text: str, field: str) -> int | None:
     if text.lower() == "none":
         return None
-    if text.isdigit() and int(text) > 0:
+    if text.isascii() and text.isdigit() and int(text) > 0:  # '²'.isdigit() holds too
         return int(text)
     raise InvalidInput(field, f"{text!r} is not a positive number or 'none'")
 
