@@ -95,6 +95,15 @@ RETURNS text LANGUAGE sql STABLE AS $$
 $$;
 
 
+-- The kinds of a queue whose breaker is open or probing now: not claimed (queue_stats, /queues).
+CREATE OR REPLACE FUNCTION pgqueue.open_breakers(p_queue text)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(b.kind ORDER BY b.kind), '{}') FROM pgqueue.breakers b
+     WHERE b.queue = p_queue AND b.open_until IS NOT NULL
+       AND pgqueue.breaker_state(b) IN ('open', 'probing')
+$$;
+
+
 -- Outcomes: the spend rollup, the budget stop and the circuit breakers, from one statement's
 -- changed rows. Both parts return at once when they have nothing to do (no row carries usage;
 -- no queue has a breaker), which is what keeps queues without limits paying nothing.

@@ -18,7 +18,11 @@ SELECT queue AS name, pending, running, completed, failed, cancelled, due,
 -- Served by tasks_user_idx; the settings columns are the queue's own.
 SELECT t.queue AS name, t.pending, t.running, t.completed, t.failed, t.cancelled, t.due,
        round(coalesce(t.oldest_due_age_s, 0)::numeric, 1)::float8 AS oldest_due_age_s,
-       t.completed_last_minute, coalesce(q.paused, false) AS paused, q.concurrency_limit
+       t.completed_last_minute, coalesce(q.paused, false) AS paused, q.concurrency_limit,
+       q.rate_limit_tasks, q.rate_limit_per_s, q.per_user_concurrency,
+       coalesce(q.fair, false) AS fair, q.breaker_failures, q.breaker_cool_down_s,
+       CASE WHEN q.breaker_failures IS NOT NULL THEN pgqueue.open_breakers(q.name)
+            ELSE '{}' END AS open_breakers
   FROM (SELECT queue,
                count(*) FILTER (WHERE status = 'pending') AS pending,
                count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,

@@ -21,9 +21,8 @@ SELECT coalesce(t.queue, q.name) AS queue,
        q.breaker_failures,
        q.breaker_cool_down_s,
        -- kinds whose circuit breaker is open or probing now (pgqueue.breaker_state)
-       coalesce((SELECT array_agg(b.kind ORDER BY b.kind) FROM pgqueue.breakers b
-                  WHERE b.queue = q.name AND b.open_until IS NOT NULL
-                    AND pgqueue.breaker_state(b) IN ('open', 'probing')), '{}') AS open_breakers,
+       CASE WHEN q.breaker_failures IS NOT NULL THEN pgqueue.open_breakers(q.name)
+            ELSE '{}' END AS open_breakers,
        -- all of them in one line, for `pgqueue status` and psql
        nullif(concat_ws(', ',
            'concurrency ' || q.concurrency_limit,
