@@ -34,6 +34,7 @@ COMMANDS = [
     "schedule",
     "purge",
     "health",
+    "mcp",
 ]
 
 
