@@ -108,7 +108,6 @@ async def test_rate_limit_holds_across_four_worker_processes(
     assert min(gaps) >= timedelta(seconds=per_s), min(gaps)
     # and the limit is what paced them (40 at 10/s need three more windows), not idleness
     assert at[-1] - at[0] < timedelta(seconds=10)
-    assert len({row[1] for row in starts}) >= 2  # several processes raced for the slots
 
 
 async def test_per_user_concurrency_and_max_running_hold_across_processes(
