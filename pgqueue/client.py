@@ -50,6 +50,8 @@ class LeasedTask(Task, frozen=True):
     """A claimed task with the lease to send back with every report."""
 
     lease: str
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §10
+    signals: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §11: sent so far
 
 
 _encode = msgspec.json.Encoder().encode
@@ -236,6 +238,21 @@ class Client:
     async def release(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
         body = {"lease": lease, **outcome}
         response = await self._request("POST", f"/tasks/{task_id}/release", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def wait_for_signal(
+        self, task_id: uuid.UUID | str, lease: str, signal: str, **fields: Any
+    ) -> Task:
+        """Remote worker: end the attempt as a wait for ``signal`` (SPEC §11)."""
+        body = {"lease": lease, "signal": signal, **fields}
+        response = await self._request("POST", f"/tasks/{task_id}/wait", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def signal(self, task_id: uuid.UUID | str, name: str, payload: Any = None) -> Task:
+        """Send the signal ``name`` to a task (SPEC §11); the first payload of a name stands
+        (the same again is accepted, another is a ``Conflict``)."""
+        body = {"name": name, "payload": payload}
+        response = await self._request("POST", f"/tasks/{task_id}/signal", body=body)
         return msgspec.json.decode(response.content, type=Task)
 
     # -- plumbing -----------------------------------------------------------------------
