@@ -33,6 +33,7 @@ COMMANDS = [
     "purge",
     "signal",
     "health",
+    "mcp",
 ]
 
 
