@@ -266,13 +266,6 @@ class Client:
         response = await self._request("POST", f"/tasks/{task_id}/wait", body=body)
         return msgspec.json.decode(response.content, type=Task)
 
-    async def signal(self, task_id: uuid.UUID | str, name: str, payload: Any = None) -> Task:
-        """Send the signal ``name`` to a task (SPEC §11); the first payload of a name stands
-        (the same again is accepted, another is a ``Conflict``)."""
-        body = {"name": name, "payload": payload}
-        response = await self._request("POST", f"/tasks/{task_id}/signal", body=body)
-        return msgspec.json.decode(response.content, type=Task)
-
     # -- plumbing -----------------------------------------------------------------------
 
     async def _request(
