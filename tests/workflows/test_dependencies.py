@@ -3,6 +3,7 @@ graph when one fails, graphs in one batch, retry by hand, and the enqueue race."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -191,3 +192,26 @@ async def test_handlers_see_dependency_results(queue: Queue, settings: Any) -> N
     async with running_worker(app, settings):
         await queue.wait(j.id, timeout_s=30)
     assert seen == {str(a.id): {"n": 1}, str(b.id): {"n": 2}}
+
+
+async def test_workflow_events_reach_listeners(queue: Queue, dsn: str) -> None:
+    """The changes a stream or a waiter decodes include the workflow events (an unknown
+    event name made every listener drop the whole notification)."""
+    from pgqueue.events import EVENTS, decode_changes
+
+    seen: list[tuple[Any, str, str]] = []
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listen:
+        listen.add_notify_handler(
+            lambda n: seen.extend((c.task_id, c.event, c.status) for c in decode_changes(n.payload))
+        )
+        await listen.execute(f"LISTEN {EVENTS}")
+        a = await queue.enqueue("k", {}, queue="a")
+        b = await queue.enqueue("k", {}, depends_on=[a.id])
+        await run(queue, a, queue_name="a")
+        for _ in range(100):  # notifications are read as the connection talks to the server
+            await listen.execute("SELECT 1")
+            if (b.id, "unblocked", Status.PENDING) in seen:
+                break
+            await asyncio.sleep(0.05)
+    assert (b.id, "created", Status.BLOCKED) in seen
+    assert (b.id, "unblocked", Status.PENDING) in seen
