@@ -65,7 +65,7 @@ class Worker:
         self.pool: AsyncConnectionPool = create_pool(
             settings.dsn, min_size=2, max_size=max(4, min(concurrency, 20))
         )
-        self.listener = Listener(settings.dsn, [WAKEUP, CANCEL])
+        self.listener = Listener(settings.listen_target, [WAKEUP, CANCEL])
         self._wake = asyncio.Event()
         self.outbox = Outbox(self.pool, settings, self.id, app.handlers, self._wake.set)
         self._running: dict[TaskId, tuple[Task, asyncio.Task[None]]] = {}
