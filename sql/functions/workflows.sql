@@ -191,8 +191,12 @@ $$;
 -- Webhooks (SPEC §13): one delivery task per final event of each ended task that has a
 -- callback_url, in the reserved queue pgqueue.webhooks, recorded in webhook_deliveries (the
 -- namespace no producer can write), so a statement re-run cannot deliver an event twice.
+-- TimeZone UTC: the task snapshot renders its timestamps through to_jsonb, in the session's
+-- zone otherwise, and no session setting sticks through PgBouncer (migration 0009).
 CREATE OR REPLACE FUNCTION pgqueue.webhooks_for(p_ended uuid[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET TimeZone = 'UTC'
+AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pgqueue.tasks t
                     WHERE t.id = ANY(p_ended) AND t.callback_url IS NOT NULL) THEN
