@@ -33,6 +33,7 @@ COMMANDS = [
     "why",
     "schedule",
     "purge",
+    "signal",
     "health",
     "mcp",
 ]
