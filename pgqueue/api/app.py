@@ -29,6 +29,7 @@ from pgqueue.api.metrics import Metrics
 from pgqueue.api.queues import QueuesController
 from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
+from pgqueue.api.sse import queue_stream, task_stream
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
 from pgqueue.api.ui import DashboardController
@@ -62,7 +63,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = create_pool(settings.dsn, min_size=2, max_size=settings.pool_size)
         await pool.open(wait=True)
-        listener = Listener(settings.dsn, [EVENTS, WAKEUP])
+        listener = Listener(settings.listen_target, [EVENTS, WAKEUP])
         hub = Hub(listener, pool, buffer=ws_buffer)
         services = Services(
             settings, pool, listener, Authenticator(pool, insecure=insecure), metrics, hub
@@ -104,6 +105,8 @@ def create_app(
             SchedulesController,
             HealthController,
             stream,
+            task_stream,
+            queue_stream,
             DashboardController,  # GET /ui, the web dashboard (SPEC §14)
         ],
         dependencies={

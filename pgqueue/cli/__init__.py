@@ -31,7 +31,9 @@ COMMANDS = [
     "queue",
     "schedule",
     "purge",
+    "signal",
     "health",
+    "mcp",
 ]
 
 

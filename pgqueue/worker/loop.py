@@ -34,6 +34,7 @@ from pgqueue.worker.execute import execute
 from pgqueue.worker.handlers import App, worker_queues
 from pgqueue.worker.outbox import Outbox
 from pgqueue.worker.reporter import DatabaseReporter
+from pgqueue.worker.webhooks import with_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Worker:
         concurrency: int = 10,
         worker_id: str | None = None,
     ) -> None:
+        app, queues = with_webhooks(app, queues, settings)  # the built-in deliveries (§13)
         queues = worker_queues(app, queues, concurrency)
         self.app = app
         self.settings = settings
@@ -63,7 +65,7 @@ class Worker:
         self.pool: AsyncConnectionPool = create_pool(
             settings.dsn, min_size=2, max_size=max(4, min(concurrency, 20))
         )
-        self.listener = Listener(settings.dsn, [WAKEUP, CANCEL])
+        self.listener = Listener(settings.listen_target, [WAKEUP, CANCEL])
         self._wake = asyncio.Event()
         self.outbox = Outbox(self.pool, settings, self.id, app.handlers, self._wake.set)
         self._running: dict[TaskId, tuple[Task, asyncio.Task[None]]] = {}

@@ -31,6 +31,7 @@ from pgqueue.outcomes import (
     Failed,
     Outcome,
     Released,
+    Waiting,
     unrecordable,
 )
 from pgqueue.tasks import Task, Usage, new_worker_id
@@ -68,6 +69,16 @@ class HttpReporter:
 
     async def wait(self, task: Task, timeout_s: float | None) -> Task:
         return await self._client.wait(task.id, timeout_s=timeout_s)
+
+    async def dependency_results(self, task: Task) -> dict[str, Any]:
+        """The claim answered them (``LeasedTask.dependency_results``): no request."""
+        return dict(getattr(task, "dependency_results", {}))
+
+    async def signal_payload(self, task: Task, name: str) -> tuple[bool, Any]:
+        """The claim answered the signals sent so far (``LeasedTask.signals``): no request.
+        One sent since is not lost: recording the wait finds it and the task runs again."""
+        signals: dict[str, Any] = getattr(task, "signals", {})
+        return (name in signals, signals.get(name))
 
     def _lease(self, task: Task) -> str:
         return self._leases.get(task.id) or task.lease
@@ -258,6 +269,10 @@ class RemoteWorker:
             await self.client.cancelled(task.id, task.lease, usage=usage)
         elif isinstance(outcome, Released):
             await self.client.release(task.id, task.lease, usage=usage)
+        elif isinstance(outcome, Waiting):
+            await self.client.wait_for_signal(
+                task.id, task.lease, outcome.signal, timeout_s=outcome.timeout_s, usage=usage
+            )
 
     # -- heartbeats and shutdown --------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import StaleLease
 from pgqueue.queue import Queue, new_task
@@ -45,6 +46,13 @@ class DatabaseReporter:
 
     async def wait(self, task: Task, timeout_s: float | None) -> Task:
         return await self._queue.wait(task.id, timeout_s=timeout_s)
+
+    async def dependency_results(self, task: Task) -> dict[str, Any]:
+        return (await transitions.dependency_results(self._pool, [task])).get(task.id, {})
+
+    async def signal_payload(self, task: Task, name: str) -> tuple[bool, Any]:
+        found = (await transitions.signal_payload(self._pool, [task.id], name)).get(task.id, {})
+        return (name in found, found.get(name))
 
     async def _update(self, query: str, task: Task, params: dict[str, Any]) -> bool:
         fence = {"id": task.id, "attempt": task.attempts, "worker_id": task.worker_id}
