@@ -66,9 +66,12 @@ def touches_queries(path: Path) -> bool:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module == "pgqueue.db.queries":
             return True
-        if isinstance(node, ast.ImportFrom) and node.module == "pgqueue.db":
-            if any(alias.name == "queries" for alias in node.names):
-                return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "pgqueue.db"
+            and any(alias.name == "queries" for alias in node.names)
+        ):
+            return True
         if isinstance(node, ast.Import) and any(a.name == "pgqueue.db.queries" for a in node.names):
             return True
         if isinstance(node, ast.Name) and node.id == "QUERIES":
