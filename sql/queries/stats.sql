@@ -77,3 +77,47 @@ SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;
 SELECT status::text, count(*) FROM pgqueue.tasks
  WHERE %(user_id)s::text IS NULL OR user_id = %(user_id)s::text
  GROUP BY status;
+
+-- name: stats_event_ids
+-- /metrics: the ids of the audit rows after %(after)s, oldest first, at most %(limit)s. The
+-- caller finds the end of the unbroken run of ids from there (an id missing may belong to
+-- a transaction that has not committed yet; see pgqueue/api/metrics.py).
+SELECT id FROM pgqueue.events WHERE id > %(after)s ORDER BY id LIMIT %(limit)s;
+
+-- name: stats_event_max_id
+-- /metrics: where a process starts reading the audit trail (its counters start at zero).
+SELECT coalesce(max(id), 0) FROM pgqueue.events;
+
+-- name: stats_task_observations
+-- /metrics, §15: the starts and attempt ends recorded in events (after, upto], per queue,
+-- kind and event, bucketed by %(bounds)s (width_bucket: 0 below the first bound, n past
+-- the last). For 'started' the seconds are from when the task fell due (the event before
+-- it: its time, or the run_at it set); for an attempt's end (completed, failed,
+-- retry_scheduled, requeued, cancelled) from its 'started', when the event just before it
+-- (progress, checkpoints and cancel requests aside) is one — a pending task cancelled has
+-- no run time. Both lookups walk events_task_idx backwards from the row.
+SELECT coalesce(t.queue, '?') AS queue, coalesce(t.kind, '?') AS kind, e.event,
+       width_bucket(s.seconds, %(bounds)s::float8[]) AS bucket,
+       count(*) AS n, coalesce(sum(s.seconds), 0)::float8 AS total
+  FROM pgqueue.events e
+  LEFT JOIN pgqueue.tasks t ON t.id = e.task_id
+  LEFT JOIN LATERAL (
+        SELECT p.event, p.at,
+               CASE WHEN p.event IN ('created', 'retry_scheduled')
+                    THEN (p.data->>'run_at')::timestamptz END AS run_at
+          FROM pgqueue.events p
+         WHERE p.task_id = e.task_id AND p.id < e.id
+           AND p.event NOT IN ('progress', 'checkpoint', 'cancel_requested')
+         ORDER BY p.id DESC
+         LIMIT 1) prev ON true
+  CROSS JOIN LATERAL (
+        SELECT CASE
+                   WHEN e.event = 'started' AND prev.at IS NOT NULL
+                   THEN greatest(extract(epoch FROM e.at - greatest(prev.at,
+                                                                    coalesce(prev.run_at, prev.at))), 0)
+                   WHEN e.event <> 'started' AND prev.event = 'started'
+                   THEN greatest(extract(epoch FROM e.at - prev.at), 0)
+               END::float8 AS seconds) s
+ WHERE e.id > %(after)s AND e.id <= %(upto)s
+   AND e.event IN ('started', 'completed', 'failed', 'retry_scheduled', 'requeued', 'cancelled')
+ GROUP BY 1, 2, 3, 4;
