@@ -8,7 +8,6 @@ SPEC §2) — and closes them on shutdown. Handlers receive ``services`` and the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -31,9 +30,8 @@ from pgqueue.api.workers import WorkersController
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
 from pgqueue.events import EVENTS, WAKEUP
-from pgqueue.reaper import reap
-from pgqueue.retention import run_retention
-from pgqueue.schedules.scheduler import run_scheduler
+from pgqueue.services.maintenance import start_maintenance
+from pgqueue.services.supervisor import Supervisor
 from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,26 +55,16 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
             settings, pool, listener, Authenticator(pool, insecure=insecure), metrics, hub
         )
         app.state.services = services
-        stop = asyncio.Event()
-        background: list[asyncio.Task[None]] = []
+        background = Supervisor()
         try:
             await listener.start()
             hub.start()
-            # Every process runs the reaper, the scheduler and retention (SPEC §2): each is
-            # safe when many processes do (SKIP LOCKED, idempotency keys per fire).
-            background = [
-                asyncio.create_task(_reap_forever(services), name="pgqueue-api-reaper"),
-                asyncio.create_task(run_scheduler(pool, settings, stop), name="pgqueue-scheduler"),
-                asyncio.create_task(run_retention(pool, settings, stop), name="pgqueue-retention"),
-            ]
+            start_maintenance(background, pool, settings)  # every process runs it (SPEC §2)
             if insecure:
                 log.warning("pgqueue API without auth (--insecure): every caller is an admin")
             yield
         finally:
-            stop.set()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await background.stop()
             await hub.stop()
             await listener.stop()
             await pool.close()
@@ -112,16 +100,6 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
         ),
         debug=False,
     )
-
-
-async def _reap_forever(services: Services) -> None:
-    """The reaper of this process; errors are logged and the next round tries again."""
-    while True:
-        await asyncio.sleep(services.settings.reap_s)
-        try:
-            await reap(services.pool, services.settings.stall_s)
-        except Exception:
-            log.exception("reaper round failed")
 
 
 def app_from_env() -> Litestar:

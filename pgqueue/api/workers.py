@@ -104,7 +104,9 @@ class WorkersController(Controller):
         with services.wakeups.watch(data.queues) as woken:
             while True:
                 woken.clear()
-                claimed = await self._claim_once(data, services)
+                claimed = await transitions.claim(
+                    services.pool, data.worker_id, data.queues, data.kinds, data.limit
+                )
                 remaining = deadline - loop.time()
                 if claimed or remaining <= 0:
                     break
@@ -118,11 +120,6 @@ class WorkersController(Controller):
                 wait = (task.started_at - task.run_at).total_seconds()
                 services.metrics.claim_wait.observe(max(wait, 0.0))
         return [LeasedTask(**msgspec.structs.asdict(t), lease=t.lease) for t in claimed]
-
-    async def _claim_once(self, data: JSONBody[Claim], services: ServicesDep) -> list[Task]:
-        return await transitions.claim(
-            services.pool, data.worker_id, data.queues, data.kinds, data.limit
-        )
 
     async def _register(
         self,
@@ -289,15 +286,12 @@ async def _finish(
     backoff_max_s: float | None = None,
 ) -> Task:
     """Record one outcome through the statement every worker uses; the task as it is now."""
+    # The handler's backoff if the worker sent it (the server does not know its handlers).
     row = transitions.finish(
-        f.id,
-        f.attempt,
-        f.worker_id,
-        outcome,
-        # The handler's backoff (a remote worker knows its handlers; the server does not).
+        f.id, f.attempt, f.worker_id, outcome,
         backoff_base_s=backoff_base_s or services.settings.backoff_base_s,
         backoff_max_s=backoff_max_s or services.settings.backoff_max_s,
-    )
+    )  # fmt: skip
     done = await transitions.finish_many(services.pool, [row], token_id=principal.token_id)
     if not done:
         raise await transitions.refusal(services.pool, f.id, f.lease)
