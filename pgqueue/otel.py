@@ -78,11 +78,23 @@ def sending(tasks: list[NewTask], parent: str | None = None) -> AbstractContextM
     the span is a child of the current span. Tasks that already carry a ``traceparent``
     keep it (their producer traced them). One span per call: a batch shares it.
     """
-    if not ENABLED:
+    if not ENABLED or (parent is None and not _tracing()):
         if parent is not None:
             tasks = [t if t.traceparent else _stamped(t, parent) for t in tasks]
         return contextlib.nullcontext(Send(tasks))
     return _sending(tasks, parent)
+
+
+def _tracing() -> bool:
+    """Whether a span started now would be recorded or continue a trace.
+
+    Not with the API alone (no SDK configured) outside any trace: such a span is a no-op
+    whose context is invalid, so skipping it changes nothing and saves its ~18 us.
+    """
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return True
+    return bool(trace.get_current_span().get_span_context().is_valid)
 
 
 def _stamped(task: NewTask, traceparent: str) -> NewTask:
@@ -164,7 +176,7 @@ _NO_PROCESS = Process()
 
 def processing(task: Task) -> AbstractContextManager[Process]:
     """Around a handler: a consumer span in the trace of the task's ``traceparent``."""
-    if not ENABLED:
+    if not ENABLED or (task.traceparent is None and not _tracing()):
         return contextlib.nullcontext(_NO_PROCESS)
     return _processing(task)
 
@@ -190,7 +202,7 @@ def _processing(task: Task) -> Iterator[Process]:
 
 def current_headers() -> dict[str, str]:
     """The ``traceparent`` header of the current span, for an HTTP enqueue ({} if none)."""
-    if not ENABLED:
+    if not ENABLED or not _tracing():
         return {}
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier)

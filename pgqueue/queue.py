@@ -153,7 +153,11 @@ class Queue:
     async def submit(
         self, task: NewTask, *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> Enqueued:
-        """Enqueue a validated task and say whether it was an idempotent replay."""
+        """Enqueue a validated task and say whether it was an idempotent replay.
+
+        A key replays only a task of the same owner (SPEC §3); a ``parent_id`` must exist
+        and the child gets its owner (``NotFound`` otherwise, see ``_with_parent_owners``).
+        """
         with otel.sending([task]) as send:  # a producer span; the task carries its traceparent
             enqueued = await self._submit(send.tasks[0], conn)
             send.created([enqueued.task])
@@ -161,8 +165,10 @@ class Queue:
 
     async def _submit(self, task: NewTask, conn: psycopg.AsyncConnection[Any] | None) -> Enqueued:
         payload = self._encode_payload(task.payload)
-        params = self._insert_params(task, payload)
         async with self._connection(conn) as c:
+            if task.parent_id is not None:
+                task = (await self._with_parent_owners(c, [task], None))[0]
+            params = self._insert_params(task, payload)
             for _ in range(10):  # a key released or deleted under our feet: try again
                 # tuple rows whatever the caller's connection's row factory is
                 cur = c.cursor(row_factory=tuple_row)
@@ -171,7 +177,7 @@ class Queue:
                 if inserted is not None:
                     return Enqueued(created_task(task, _decode(payload), inserted), replayed=False)
                 assert task.idempotency_key is not None  # only a key can conflict
-                holder = await self._key_holder(c, task.idempotency_key)
+                holder = await self._key_holder(c, task.user_id, task.idempotency_key)
                 if holder is None:
                     continue
                 _check_same_task(holder, task)
@@ -187,7 +193,8 @@ class Queue:
     ) -> list[Task]:
         """Enqueue many tasks in one statement and one transaction; returns them in input order.
 
-        Tasks whose idempotency key is taken come back as the existing tasks.
+        ``user_id`` owns the tasks that name no owner. Tasks whose idempotency key their owner
+        already used come back as the existing tasks.
         """
         batch = [t if isinstance(t, NewTask) else self.new_task(t) for t in tasks]
         if not batch:
@@ -204,19 +211,51 @@ class Queue:
         payloads = [
             self._encode_payload(t.payload, f"tasks[{i}].payload") for i, t in enumerate(batch)
         ]
-        params = {
-            "tasks": msgspec.json.encode(
-                [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
-            ).decode(),
-            "user_id": user_id,
-        }
         async with self._connection(conn) as c:
+            if any(t.parent_id is not None for t in batch):
+                batch = await self._with_parent_owners(c, batch, user_id)
+            params = {
+                "tasks": msgspec.json.encode(
+                    [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
+                ).decode(),
+                "user_id": user_id,
+            }
             if any(t.idempotency_key is not None for t in batch):
                 # replays are read after the INSERT: the same transaction must see both
                 async with c.transaction():
                     return await self._insert_many(c, batch, payloads, params)
             # one statement is atomic by itself; BEGIN and COMMIT were two more round trips
             return await self._insert_many(c, batch, payloads, params)
+
+    async def _with_parent_owners(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[NewTask], default_owner: str | None
+    ) -> list[NewTask]:
+        """The tasks with their parents' owners (SPEC §1 ``parent_id``), checked.
+
+        A parent must exist, and a task that has an owner (its own ``user_id``, else
+        ``default_owner``) may only hang under a task of that owner: otherwise ``NotFound``,
+        worded the same whether the parent is missing or someone else's, so the answer tells
+        a user nothing about other users' tasks. A task without an owner takes its parent's.
+        Costs one query, only for batches that name a parent.
+        """
+        wanted = sorted({t.parent_id for t in batch if t.parent_id is not None})
+        cur = conn.cursor(row_factory=tuple_row)
+        await cur.execute(QUERIES["task_parent_owners"], {"ids": wanted})
+        owners: dict[uuid.UUID, str | None] = {row[0]: row[1] for row in await cur.fetchall()}
+        out: list[NewTask] = []
+        for i, task in enumerate(batch):
+            parent = task.parent_id
+            if parent is not None:
+                owner = task.user_id if task.user_id is not None else default_owner
+                if parent not in owners or (owner is not None and owner != owners[parent]):
+                    field = "parent_id" if len(batch) == 1 else f"tasks[{i}].parent_id"
+                    raise NotFound(
+                        f"{field}: task {parent} does not exist (or is not this owner's)"
+                    )
+                if owner is None and owners[parent] is not None:
+                    task = msgspec.structs.replace(task, user_id=owners[parent])
+            out.append(task)
+        return out
 
     async def _insert_many(
         self,
@@ -233,7 +272,7 @@ class Queue:
                 created_task(t, _decode(p), row)
                 for t, p, row in zip(batch, payloads, inserted, strict=True)
             ]
-        return await self._merge_replays(conn, batch, payloads, inserted)
+        return await self._merge_replays(conn, batch, payloads, inserted, params["user_id"])
 
     async def _merge_replays(
         self,
@@ -241,15 +280,32 @@ class Queue:
         batch: list[NewTask],
         payloads: list[str],
         inserted: list[Any],
+        default_owner: str | None,
     ) -> list[Task]:
-        """Input order again when some keys were taken: the inserted rows, and the holders."""
+        """Input order again when some keys were taken: the inserted rows, and the holders.
+
+        Keys are matched per owner, ``(owner or "", key)`` as the unique index has them."""
         fresh = iter(row for row in inserted if row[_KEY_AT] is None)  # seq order = input order
-        by_key = {row[_KEY_AT]: row for row in inserted if row[_KEY_AT] is not None}
-        missing = sorted({t.idempotency_key for t in batch if t.idempotency_key} - set(by_key))
+        by_key = {
+            (row[_OWNER_AT] or "", row[_KEY_AT]): row
+            for row in inserted
+            if row[_KEY_AT] is not None
+        }
+
+        def scope(task: NewTask) -> tuple[str, str | None]:
+            owner = task.user_id if task.user_id is not None else default_owner
+            return owner or "", task.idempotency_key
+
+        missing = sorted({scope(t) for t in batch if t.idempotency_key} - set(by_key))
         cur = conn.cursor(row_factory=task_row)
-        await cur.execute(QUERIES["task_get_by_idempotency_keys"], {"keys": missing})
-        holders: dict[str | None, Task] = {t.idempotency_key: t for t in await cur.fetchall()}
-        expired = [k for k, t in holders.items() if self._expired(t)]
+        await cur.execute(
+            QUERIES["task_get_by_idempotency_keys"],
+            {"owners": [owner for owner, _ in missing], "keys": [key for _, key in missing]},
+        )
+        holders: dict[tuple[str, str | None], Task] = {
+            (t.user_id or "", t.idempotency_key): t for t in await cur.fetchall()
+        }
+        expired = [k for (_, k), t in holders.items() if self._expired(t)]
         if expired:
             raise Conflict(
                 f"idempotency_key: keys {expired[:5]} belong to expired tasks; "
@@ -261,26 +317,31 @@ class Queue:
             if key is None:
                 out.append(created_task(new, _decode(payload), next(fresh)))
                 continue
-            holder = holders.get(key)
+            holder = holders.get(scope(new))
             if holder is None:
-                row = by_key.get(key)
+                row = by_key.get(scope(new))
                 if row is None:
                     raise Conflict(f"idempotency_key: {key!r} vanished; try again")
                 # the first task of the batch with this key was inserted; later ones replay it
-                holder = holders[key] = created_task(new, _decode(payload), row)
+                holder = holders[scope(new)] = created_task(new, _decode(payload), row)
             _check_same_task(holder, new)
             out.append(holder)
         return out
 
-    async def _key_holder(self, conn: psycopg.AsyncConnection[Any], key: str) -> Task | None:
+    async def _key_holder(
+        self, conn: psycopg.AsyncConnection[Any], owner: str | None, key: str
+    ) -> Task | None:
+        """The owner's task holding ``key``; None when it expired and let go of the key."""
         cur = await conn.execute(
-            QUERIES["task_release_idempotency_keys"],
-            {"keys": [key], "ttl_s": self.settings.idempotency_ttl_s},
+            QUERIES["task_release_idempotency_key"],
+            {"user_id": owner, "key": key, "ttl_s": self.settings.idempotency_ttl_s},
         )
         if await cur.fetchone() is not None:
             return None  # the old holder expired and let go of the key: insert again
         cur = conn.cursor(row_factory=task_row)
-        await cur.execute(QUERIES["task_get_by_idempotency_keys"], {"keys": [key]})
+        await cur.execute(
+            QUERIES["task_get_by_idempotency_keys"], {"owners": [owner or ""], "keys": [key]}
+        )
         return await cur.fetchone()
 
     def _expired(self, task: Task) -> bool:
@@ -452,7 +513,8 @@ class Queue:
                 yield pooled
 
 
-_KEY_AT = 5  # idempotency_key's place in task_insert(_many)'s RETURNING
+_OWNER_AT = 4  # user_id's place in task_insert(_many)'s RETURNING
+_KEY_AT = 5  # idempotency_key's place in it
 
 
 def _decode(payload: str) -> Any:

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from pgqueue.tasks import BackoffSeconds  # the bound of per-task overrides holds here too
+
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
@@ -26,15 +28,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     idempotency_ttl_s: Seconds = 86400.0
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1024 * 1024
+    # A task's result, on every path (local worker, HTTP complete); 0: max_payload_bytes.
+    # (0 rather than None: settings travel to `serve`'s processes as environment strings.)
+    max_result_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
     retention_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0  # 0 keeps finished tasks forever
     poll_s: Seconds = 5.0  # fallback poll when no NOTIFY arrives
     # How often each process runs the reaper. stall_s + reap_s bounds how long a crashed
     # worker's task waits (40 s < the 60 s SPEC promise); 10 s keeps an idle process quiet.
     reap_s: Seconds = 10.0
-    backoff_base_s: Seconds = 1.0
-    backoff_max_s: Seconds = 300.0
+    backoff_base_s: BackoffSeconds = 1.0
+    backoff_max_s: BackoffSeconds = 300.0
     pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10
     data_dir: str = ".pgqueue"  # embedded PostgreSQL data for `pgqueue dev`
+
+    @property
+    def result_limit(self) -> int:
+        """The one result-size limit (pgqueue.tasks.result_json applies it)."""
+        return self.max_result_bytes or self.max_payload_bytes
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, NewType
 
 import msgspec
 
+from pgqueue.errors import InvalidInput, PayloadTooLarge
+
 TaskId = NewType("TaskId", uuid.UUID)
 WorkerId = NewType("WorkerId", str)
 
@@ -51,11 +53,23 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 # Field bounds shared by Python enqueue and the HTTP bodies (the database checks them again).
+# Every number a caller sends is finite and bounded (SPEC §2 "Bounded numbers"): an unbounded
+# one was accepted here and then broke a later statement (a retry's make_interval, a sum).
+MAX_BACKOFF_S = 86400.0  # backoff_base_s / backoff_max_s, per task or handler (CHECK in 0006)
+MAX_TIMEOUT_S = 604800.0  # timeout_s: 7 days (CHECK in 0006)
+MAX_DELAY_S = 10 * 365 * 86400.0  # delay_s: ten years; run_at takes any later time
+MAX_USAGE_TOKENS = 10**12  # input_tokens / output_tokens of one usage report
+MAX_USAGE_COST = 1e9  # cost of one usage report
 QueueName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 KindName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Priority = Annotated[int, msgspec.Meta(ge=-1000, le=1000)]
 MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+BackoffSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_BACKOFF_S)]
+TimeoutSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
+DelaySeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
+UsageTokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_USAGE_TOKENS)]
+UsageCost = Annotated[float, msgspec.Meta(ge=0, le=MAX_USAGE_COST)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # W3C Trace Context (https://www.w3.org/TR/trace-context/#traceparent-header), version 00.
@@ -65,11 +79,28 @@ Traceparent = Annotated[
 
 
 class Usage(msgspec.Struct, frozen=True):
-    """Tokens and cost, summed over a task's attempts."""
+    """One attempt's usage report: tokens and cost, added to the task's totals when recorded.
 
-    input_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
-    output_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
-    cost: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    Bounded (``MAX_USAGE_TOKENS``, ``MAX_USAGE_COST``, finite): ``checked`` builds one or
+    raises. The totals the database sums saturate instead of overflowing (usage_add).
+    """
+
+    input_tokens: UsageTokens = 0
+    output_tokens: UsageTokens = 0
+    cost: UsageCost = 0.0
+
+    @classmethod
+    def checked(cls, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0) -> Usage:
+        """A report within the bounds, or ``ValueError`` (an ``InvalidInput``) naming the field.
+
+        Struct construction does not check ``Meta`` bounds; decoding does, so go through it.
+        """
+        try:
+            return msgspec.convert(
+                {"input_tokens": input_tokens, "output_tokens": output_tokens, "cost": cost}, cls
+            )
+        except msgspec.ValidationError as exc:
+            raise InvalidInput("usage", str(exc)) from None
 
 
 class Task(msgspec.Struct, frozen=True):
@@ -128,11 +159,11 @@ class NewTask(
     queue: QueueName = "default"
     priority: Priority = 0
     run_at: datetime | None = None
-    delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    delay_s: DelaySeconds = 0.0
     max_retries: MaxRetries = 3
-    timeout_s: PositiveSeconds | None = None
-    backoff_base_s: PositiveSeconds | None = None
-    backoff_max_s: PositiveSeconds | None = None
+    timeout_s: TimeoutSeconds | None = None
+    backoff_base_s: BackoffSeconds | None = None
+    backoff_max_s: BackoffSeconds | None = None
     idempotency_key: IdempotencyKey | None = None
     user_id: str | None = None
     tags: list[Tag] = msgspec.field(default_factory=list)
@@ -200,6 +231,30 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     worker_id: str | None
     at: datetime
     data: Any
+
+
+def result_json(result: Any, limit: int) -> bytes:
+    """A task's result as the JSON that is stored, checked against the one result-size limit
+    (``Settings.result_limit``, PGQUEUE_MAX_RESULT_BYTES) that every path applies: the local
+    worker records an oversize result as an ``unrecordable_outcome`` failure, HTTP complete
+    answers 413. ``InvalidInput`` when it is not JSON, ``PayloadTooLarge`` when too big.
+    """
+    try:
+        encoded = msgspec.json.encode(result)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise InvalidInput("result", f"is not JSON-serialisable: {exc}") from None
+    check_result_size(len(encoded), limit)
+    return encoded
+
+
+def check_result_size(size: int, limit: int | None) -> None:
+    """``PayloadTooLarge`` naming ``result`` when ``size`` bytes of JSON exceed ``limit``
+    (None: no limit, for callers that leave the check to the server)."""
+    if limit is not None and size > limit:
+        raise PayloadTooLarge(
+            "result",
+            f"is {size} bytes, more than the limit of {limit} (PGQUEUE_MAX_RESULT_BYTES)",
+        )
 
 
 def lease_parse(lease: str) -> tuple[int, WorkerId]:

@@ -99,6 +99,9 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
             security=[{"bearer": []}],
         ),
         debug=False,
+        # Log through the root logger as every pgqueue command sets it up (pgqueue/logging.py:
+        # text, or one JSON object per line): Litestar's own config would replace it.
+        logging_config=None,
     )
 
 

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pgqueue.tasks import NewTask, QueueName, Task, TaskId
+from pgqueue.tasks import (
+    BackoffSeconds,
+    NewTask,
+    QueueName,
+    Task,
+    TaskId,
+    UsageCost,
+    UsageTokens,
+)
 
 MAX_BATCH = 10_000
 MAX_WAIT_S = 300.0
@@ -34,11 +42,12 @@ class Batch(_Input, frozen=True):
 
 
 class UsageIn(_Input, frozen=True):
-    """Tokens and cost of this attempt (added to the task's totals)."""
+    """Tokens and cost of this attempt (added to the task's totals), bounded as
+    ``pgqueue.tasks.Usage`` is: tokens <= 10^12, cost <= 10^9 per report (SPEC §2)."""
 
-    input_tokens: Count = 0
-    output_tokens: Count = 0
-    cost: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    input_tokens: UsageTokens = 0
+    output_tokens: UsageTokens = 0
+    cost: UsageCost = 0.0
 
 
 class ProgressIn(_Input, frozen=True):
@@ -108,8 +117,8 @@ class Fail(_Input, frozen=True):
     usage: UsageIn | None = None
     exit_code: int | None = None
     # The handler's backoff (a remote worker knows its handlers; the server does not).
-    backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    backoff_base_s: BackoffSeconds | None = None
+    backoff_max_s: BackoffSeconds | None = None
 
 
 class Release(_Input, frozen=True):

@@ -1,7 +1,9 @@
 """``/tasks``: enqueue, read, list, cancel, retry, events — a thin layer over ``Queue``.
 
 Ownership is the only rule added here: a ``user`` token's tasks are its own (``user_id`` is
-forced to the token's user), and another user's task is a 404, as if it did not exist.
+forced to the token's user), and another user's task is a 404, as if it did not exist. A
+``worker`` token names no owner: its task takes the owner of its ``parent_id`` (``Queue``
+checks the parent and copies its owner), so a worker cannot make tasks in a user's name.
 """
 
 from __future__ import annotations
@@ -51,9 +53,14 @@ async def readable(services: Services, principal: Principal, task_id: str) -> Ta
     return owned(await services.queue.get(task_id), principal)
 
 
-def _for_principal(task: NewTask, principal: PrincipalDep) -> NewTask:
+def _for_principal(task: NewTask, principal: PrincipalDep, field: str = "user_id") -> NewTask:
+    """The task as this principal may enqueue it: a user's is theirs, a worker's names no one."""
     if principal.role is Role.USER and task.user_id != principal.user_id:
         return msgspec.structs.replace(task, user_id=principal.user_id)
+    if principal.role is Role.WORKER and task.user_id is not None:
+        raise InvalidInput(
+            field, "a worker token cannot name an owner; the task takes its parent_id's owner"
+        )
     return task
 
 
@@ -117,8 +124,8 @@ class TasksController(Controller):
         tasks naming someone else are copied: copying all 10,000 was 4 % of a batch call."""
         owner = principal.user_id if principal.role is Role.USER else None
         tasks = [
-            t if t.user_id is None or owner is None else _for_principal(t, principal)
-            for t in data.tasks
+            t if t.user_id is None else _for_principal(t, principal, f"tasks[{i}].user_id")
+            for i, t in enumerate(data.tasks)
         ]
         with otel.sending(tasks, parent=otel.valid_traceparent(traceparent)) as send:
             created = await services.queue.enqueue_many(send.tasks, user_id=owner)

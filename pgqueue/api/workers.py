@@ -38,7 +38,7 @@ from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
 from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released, name_of
-from pgqueue.tasks import Task, Usage, lease_parse
+from pgqueue.tasks import Task, Usage, lease_parse, result_json
 
 _encode = msgspec.json.Encoder().encode
 
@@ -196,7 +196,7 @@ class WorkersController(Controller):
         principal: PrincipalDep,
     ) -> Task:
         require(principal, Role.WORKER, Role.ADMIN)
-        _json(data.result, "result", services.settings.max_payload_bytes)
+        result_json(data.result, services.settings.result_limit)  # the one result limit: 413
         outcome = Completed(result=data.result, usage=_usage(data.usage), exit_code=data.exit_code)
         return await _finish(services, principal, fence(task_id, data.lease), outcome)
 

@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     configure_logging(args.log_level, log_format)
+    os.environ["PGQUEUE_LOG_FORMAT"] = log_format  # processes this one starts log alike
     try:
         status: int = args.run(args)
     except (PgQueueError, msgspec.ValidationError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from pgqueue.db.migrate import current_version, latest_version
 from pgqueue.db.pool import connect
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
+from pgqueue.logging import configure as configure_logging
 from pgqueue.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     # Each uvicorn process builds its app from the environment (--workers forks/spawns).
     for name, value in _as_env(settings).items():
@@ -79,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         access_log=args.access_log,
         log_level="warning",
+        # JSON logs: uvicorn's lines go through the root logger too, not its own text handlers
+        log_config=None if os.environ.get("PGQUEUE_LOG_FORMAT") == "json" else LOGGING_CONFIG,
         # websockets-sansio: framing a 700-byte text message costs ~2.5 us against ~7 us with
         # wsproto (not installed: a new dependency for a slower path), and uvicorn's other
         # "websockets" implementation runs on websockets.legacy, which is deprecated.
@@ -106,6 +111,8 @@ def app_from_env() -> Litestar:
     """
     from pgqueue.api.app import app_from_env as build
 
+    if not logging.getLogger().handlers:  # a --workers process: `main()` did not run here
+        configure_logging("INFO", os.environ.get("PGQUEUE_LOG_FORMAT") or "text")
     app = build()
     gc.collect()
     gc.freeze()

@@ -1,11 +1,15 @@
 """Firing schedules: every process may run this; each fire yields exactly one task.
 
 One pass (``fire_due_schedules``) claims the due schedules with FOR UPDATE SKIP LOCKED, and
-for each, in the same transaction: enqueues its task (with the idempotency key
-``schedule:<name>:<fire time>``), records the fire and moves ``next_fire_at`` to the first
-slot after *now*. Hence the missed-fire policy: a scheduler back after downtime fires a
-schedule once (for its oldest missed slot), not once per missed slot. A racing scheduler
-skips the locked row, and when the lock goes, the row is no longer due.
+for each, in the same transaction: enqueues its task, records the fire in
+``pgqueue.schedule_fires`` (one row per schedule and slot, a table only the scheduler writes)
+and moves ``next_fire_at`` to the first slot after *now*. Hence the missed-fire policy: a
+scheduler back after downtime fires a schedule once (for its oldest missed slot), not once
+per missed slot. A racing scheduler
+skips the locked row, and when the lock goes, the row is no longer due. The fires table is
+the second guard, should an operator rewind ``next_fire_at``: a slot already fired makes no
+second task. (It replaced a task idempotency key ``schedule:<name>:<fire time>``, which any
+producer could predict and plant first, suppressing the fire; SPEC §3.)
 
 ``run_scheduler`` repeats the pass, sleeping until the earliest ``next_fire_at`` (at most
 ``poll_s``, so schedules made by other processes are noticed).
@@ -24,12 +28,13 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.queries import QUERIES
-from pgqueue.errors import Conflict, InvalidInput
+from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.queue import Queue
 from pgqueue.schedules import cron
 from pgqueue.schedules.models import Schedule
 from pgqueue.services.supervisor import supervise
 from pgqueue.settings import Settings
+from pgqueue.tasks import TaskId
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +51,8 @@ class _DueSchedule(Schedule, frozen=True):
     clock: datetime
 
 
-def idempotency_key(name: str, fire_at: datetime) -> str:
-    """The key of the task for one fire: the same for every scheduler that might race."""
-    return f"schedule:{name}:{fire_at.isoformat()}"
+class _AlreadyFired(Exception):
+    """This slot made its task before: roll back the one just enqueued."""
 
 
 async def fire_due_schedules(
@@ -106,20 +110,15 @@ async def _fire_one(conn: AsyncConnection[Any], queue: Queue, schedule: _DueSche
         await conn.execute(QUERIES["schedule_disable"], {"name": schedule.name})
         return False
     task_id = None
+    already_fired = False
     try:
         # A savepoint: a task the database refuses must not undo the other fires.
         async with conn.transaction():
-            template = dict(schedule.task)
-            fields: dict[str, Any] = {
-                **template,
-                "idempotency_key": idempotency_key(schedule.name, fire_at),
-                "tags": [*template.get("tags", []), f"schedule:{schedule.name}"],
-            }
-            enqueued = await queue.submit(queue.new_task(fields), conn=conn)
-            task_id = enqueued.task.id
-            if enqueued.replayed:
-                log.info("schedule %s: slot %s already fired", schedule.name, fire_at)
-    except (InvalidInput, Conflict, psycopg.errors.IntegrityError):
+            task_id = await _enqueue_fire(conn, queue, schedule)
+    except _AlreadyFired:
+        log.info("schedule %s: slot %s already fired", schedule.name, fire_at)
+        already_fired = True
+    except (InvalidInput, Conflict, NotFound, psycopg.errors.IntegrityError):
         log.exception("schedule %s: its task for %s was not enqueued", schedule.name, fire_at)
     await conn.execute(
         QUERIES["schedule_fired"],
@@ -127,10 +126,29 @@ async def _fire_one(conn: AsyncConnection[Any], queue: Queue, schedule: _DueSche
             "name": schedule.name,
             "fire_at": fire_at,
             "task_id": task_id,
+            "already_fired": already_fired,
             "next_fire_at": next_fire_at,
         },
     )
     return task_id is not None
+
+
+async def _enqueue_fire(conn: AsyncConnection[Any], queue: Queue, schedule: _DueSchedule) -> TaskId:
+    """Enqueue the task of this fire and record the fire; ``_AlreadyFired`` (rolling the task
+    back with the caller's savepoint) when the slot made its task before."""
+    template = dict(schedule.task)
+    fields: dict[str, Any] = {
+        **template,
+        "tags": [*template.get("tags", []), f"schedule:{schedule.name}"],
+    }
+    enqueued = await queue.submit(queue.new_task(fields), conn=conn)
+    cur = await conn.execute(
+        QUERIES["schedule_fire_record"],
+        {"name": schedule.name, "fire_at": schedule.next_fire_at, "task_id": enqueued.task.id},
+    )
+    if await cur.fetchone() is None:
+        raise _AlreadyFired
+    return enqueued.task.id
 
 
 async def run_scheduler(pool: AsyncConnectionPool, settings: Settings, stop: asyncio.Event) -> None:

@@ -10,11 +10,16 @@ How it runs:
 - in a process group of its own (``start_new_session``), so a timeout or cancel reaches
   every process it started: SIGTERM to the group, a grace period, then SIGKILL. Processes the
   program leaves behind in its group when it exits are stopped the same way;
-- environment: the worker's, plus ``env``, plus ``PGQUEUE_TASK_ID``, ``PGQUEUE_TASK_ATTEMPT``
-  and ``PGQUEUE_QUEUE`` so the program can find its own task;
+- environment: a clean one, not the worker's — only ``PATH``, ``HOME`` and ``LANG`` are
+  taken from the worker (and what ``register_command(pass_env=...)`` names), then the task's
+  ``env``, then ``PGQUEUE_TASK_ID``, ``PGQUEUE_TASK_ATTEMPT`` and ``PGQUEUE_QUEUE`` so the
+  program can find its own task. Whoever may enqueue chooses the program, so the worker's
+  secrets (``PGQUEUE_DSN`` with its password, cloud credentials...) must not reach it;
 - output is read as it comes (a full pipe would block the program) but only
   ``OUTPUT_CAP`` bytes of stdout and ``STDERR_TAIL`` of stderr are kept (the tail);
-- stdout that is JSON becomes the result; anything else is ``{"stdout": <tail>}``;
+- stdout that is JSON becomes the result; anything else is ``{"stdout": <tail>}`` with the
+  last ``TEXT_TAIL`` bytes, so that it fits the result limit (PGQUEUE_MAX_RESULT_BYTES,
+  1 MiB by default: a result over it is failed as ``unrecordable_outcome``);
 - the exit code is recorded (negative: killed by that signal). Non-zero is a retryable
   failure whose message ends with the stderr tail, or a permanent one when the payload says
   ``"retry_on_failure": false``.
@@ -26,6 +31,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
@@ -36,8 +42,12 @@ from pgqueue.worker.handlers import App, Handler
 
 KIND = "command"
 OUTPUT_CAP = 1024 * 1024  # stdout kept (the tail): JSON results larger than this are cut
+TEXT_TAIL = 64 * 1024  # of stdout that is not JSON, what the result keeps
 STDERR_TAIL = 8 * 1024  # stderr kept for the error message
 GRACE_S = 5.0  # between SIGTERM and SIGKILL
+# The worker's variables a program gets by default: enough to find programs and to decode
+# text, nothing that could hold a secret.
+BASE_ENV = ("PATH", "HOME", "LANG")
 _CHUNK = 64 * 1024
 
 
@@ -88,11 +98,18 @@ class _Tail:
         return self.data.decode(errors="replace")
 
 
-def register_command(app: App, *, queue: str = "default", grace_s: float = GRACE_S) -> None:
-    """Let this App's worker run ``command`` tasks (what ``--allow-command`` does)."""
+def register_command(
+    app: App, *, queue: str = "default", grace_s: float = GRACE_S, pass_env: Iterable[str] = ()
+) -> None:
+    """Let this App's worker run ``command`` tasks (what ``--allow-command`` does).
+
+    ``pass_env`` names more of the worker's environment variables that programs may see,
+    beside ``BASE_ENV``.
+    """
+    inherited = (*BASE_ENV, *pass_env)
 
     async def run_command(ctx: Context, payload: CommandPayload) -> Any:
-        return await run(ctx, payload, grace_s=grace_s)
+        return await run(ctx, payload, grace_s=grace_s, pass_env=inherited)
 
     app.register(
         Handler(
@@ -105,10 +122,16 @@ def register_command(app: App, *, queue: str = "default", grace_s: float = GRACE
     )
 
 
-async def run(ctx: Context, payload: CommandPayload, *, grace_s: float = GRACE_S) -> Any:
+async def run(
+    ctx: Context,
+    payload: CommandPayload,
+    *,
+    grace_s: float = GRACE_S,
+    pass_env: Iterable[str] = BASE_ENV,
+) -> Any:
     """Run the program to its end; the result, or CommandFailed. Cancel-safe (see module)."""
     env = {
-        **os.environ,
+        **{name: os.environ[name] for name in pass_env if name in os.environ},
         **(payload.env or {}),
         "PGQUEUE_TASK_ID": str(ctx.task_id),
         "PGQUEUE_TASK_ATTEMPT": str(ctx.attempt),
@@ -174,8 +197,9 @@ def _result(stdout: _Tail) -> Any:
             return msgspec.json.decode(stdout.data)
         except msgspec.DecodeError:
             pass
-    result: dict[str, Any] = {"stdout": stdout.text()}
-    if stdout.truncated:
+    text = bytes(stdout.data[-TEXT_TAIL:]).decode(errors="replace")
+    result: dict[str, Any] = {"stdout": text}
+    if stdout.total > TEXT_TAIL:
         result["stdout_bytes"] = stdout.total  # only the tail was kept
     return result
 

@@ -92,13 +92,17 @@ class Context:
         self.task = msgspec.structs.replace(self.task, checkpoint={"token": token, "data": data})
 
     def add_usage(self, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0) -> None:
-        """Count tokens and cost for this task; summed over attempts, reported per user."""
-        if input_tokens < 0 or output_tokens < 0 or cost < 0:
-            raise ValueError("usage must not be negative")
-        self.usage = Usage(
-            input_tokens=self.usage.input_tokens + input_tokens,
-            output_tokens=self.usage.output_tokens + output_tokens,
-            cost=self.usage.cost + cost,
+        """Count tokens and cost for this task; summed over attempts, reported per user.
+
+        This attempt's usage is one report, bounded like a report over HTTP (SPEC §2: tokens
+        <= 10^12, cost <= 10^9, finite, not negative): beyond that, ``InvalidInput`` (a
+        ``ValueError``) and the usage stays as it was.
+        """
+        Usage.checked(input_tokens, output_tokens, cost)
+        self.usage = Usage.checked(
+            self.usage.input_tokens + input_tokens,
+            self.usage.output_tokens + output_tokens,
+            self.usage.cost + cost,
         )
 
     async def enqueue(self, kind: str, payload: Any = None, **fields: Any) -> Task:

@@ -97,6 +97,7 @@ class Core:
         heartbeat_s: float,
         shutdown_grace_s: float,
         record_timeout_s: float,
+        max_result_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.claimer = claimer
@@ -105,6 +106,7 @@ class Core:
         self.heartbeat_s = heartbeat_s
         self.shutdown_grace_s = shutdown_grace_s
         self.record_timeout_s = record_timeout_s  # after that, the reaper requeues the rest
+        self.max_result_bytes = max_result_bytes  # the one result limit (None: the server's)
         self.supervisor = Supervisor()
         self.running: dict[TaskId, tuple[Task, asyncio.Task[None]]] = {}
         self._lost: set[TaskId] = set()
@@ -206,7 +208,11 @@ class Core:
                 outcome: Outcome = Failed(error={**error, "retryable": True}, retryable=True)
             else:
                 outcome, _ = await execute(
-                    task, handler, self.recorder.reporter, shutting_down=self._shutting_down
+                    task,
+                    handler,
+                    self.recorder.reporter,
+                    shutting_down=self._shutting_down,
+                    max_result_bytes=self.max_result_bytes,
                 )
         finally:
             self.running.pop(task.id, None)

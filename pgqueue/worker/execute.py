@@ -14,9 +14,9 @@ import msgspec
 
 from pgqueue import logging as log_context
 from pgqueue import otel
-from pgqueue.errors import InvalidInput
+from pgqueue.errors import InvalidInput, PayloadTooLarge
 from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Permanent, Released, Retry
-from pgqueue.tasks import Task
+from pgqueue.tasks import Task, check_result_size
 from pgqueue.worker.context import Context, Reporter
 from pgqueue.worker.handlers import Handler
 
@@ -40,21 +40,35 @@ async def execute(
     reporter: Reporter,
     *,
     shutting_down: asyncio.Event | None = None,
+    max_result_bytes: int | None = None,
 ) -> tuple[Outcome, Context]:
     """Run the handler for this attempt with its timeout; never raises for handler errors.
 
     Cancellation of the calling asyncio task means cancel-requested (``Cancelled``) unless
     ``shutting_down`` is set (``Released``). The attempt runs in the task's trace (a
     consumer span, pgqueue/otel.py) and its log lines name the task (pgqueue/logging.py).
+    A result over ``max_result_bytes`` (the one result limit, ``Settings.result_limit``)
+    cannot be recorded: a permanent failure of type ``unrecordable_outcome``, as HTTP
+    complete refuses it with 413.
     """
     with otel.processing(task) as span, log_context.bind(**log_context.task_fields(task)):
-        outcome, ctx = await _attempt(task, handler, reporter, shutting_down)
+        outcome, ctx = await _attempt(task, handler, reporter, shutting_down, max_result_bytes)
         span.ended(type(outcome).__name__.lower(), getattr(outcome, "error", None))
     return outcome, ctx
 
 
+def _unrecordable(exc: Exception, ctx: Context) -> Failed:
+    """An outcome the database would refuse, recorded once as a permanent failure instead."""
+    error = {"type": "unrecordable_outcome", "message": str(exc), "retryable": False}
+    return Failed(error=error, retryable=False, usage=ctx.usage, exit_code=ctx.exit_code)
+
+
 async def _attempt(
-    task: Task, handler: Handler, reporter: Reporter, shutting_down: asyncio.Event | None
+    task: Task,
+    handler: Handler,
+    reporter: Reporter,
+    shutting_down: asyncio.Event | None,
+    max_result_bytes: int | None,
 ) -> tuple[Outcome, Context]:
     ctx = Context(task, reporter)
     timeout_s = task.timeout_s or handler.timeout_s
@@ -65,7 +79,11 @@ async def _attempt(
                 result = await handler.fn(ctx, payload)
             else:
                 result = await asyncio.to_thread(handler.fn, ctx, payload)
-        msgspec.json.encode(result)  # an unstorable result is the handler's bug: say so now
+        encoded = msgspec.json.encode(result)  # unstorable: the handler's bug, say so now
+        try:
+            check_result_size(len(encoded), max_result_bytes)
+        except PayloadTooLarge as exc:
+            return _unrecordable(exc, ctx), ctx
         return Completed(result=result, usage=ctx.usage, exit_code=ctx.exit_code), ctx
     except TimeoutError as exc:
         error = error_info(exc, retryable=True, kind="timeout")

@@ -97,7 +97,9 @@ class App:
         # Validate the names now, not when the first task fails to enqueue.
         from pgqueue.queue import new_task
 
-        new_task({"kind": handler.kind, "queue": handler.queue})
+        # Its defaults too (backoff <= 86400 s, ...): a bound broken here would break the
+        # task's retry later, where no one sees it.
+        new_task({"kind": handler.kind, **handler.enqueue_defaults()})
         self.handlers[handler.kind] = handler
 
     @property

@@ -110,6 +110,7 @@ class Worker:
             shutdown_grace_s=settings.shutdown_grace_s,
             # recording needs the database; if it is gone, the reaper requeues them later
             record_timeout_s=max(settings.stall_s, 5.0),
+            max_result_bytes=settings.result_limit,
         )
         self.started = self.core.started  # set once claiming, for tests and `dev`
 

@@ -37,7 +37,8 @@ class DatabaseReporter:
     async def enqueue_child(
         self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
     ) -> Task:
-        body = {"user_id": task.user_id, **fields, "kind": kind, "parent_id": task.id}
+        # no user_id: the child takes its parent's owner (Queue checks and copies it)
+        body = {**fields, "kind": kind, "parent_id": task.id}
         if payload is not None:
             body["payload"] = payload
         return (await self._queue.submit(new_task(body))).task
@@ -76,7 +77,8 @@ class HttpReporter:
     async def enqueue_child(
         self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
     ) -> Task:
-        body = {"user_id": task.user_id, **fields, "parent_id": str(task.id)}
+        # no user_id: a worker token names no owner, the child takes its parent's (SPEC §4)
+        body = {**fields, "parent_id": str(task.id)}
         return await self._client.submit(kind, payload, **body)
 
     async def children(self, task: Task) -> list[Task]:

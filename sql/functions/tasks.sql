@@ -11,13 +11,34 @@ RETURNS double precision LANGUAGE sql VOLATILE AS $$
     SELECT least(base_s * power(2, greatest(attempt, 1) - 1), max_s) * (0.75 + random() * 0.5)
 $$;
 
--- Token/cost accounting: usage is summed over attempts.
+-- Token/cost accounting: usage is summed over attempts. A report is bounded when it comes in
+-- (tokens <= 10^12, cost <= 10^9: pgqueue.tasks.Usage); the sums saturate instead of
+-- overflowing (numeric arithmetic, then clamped: tokens at the bigint maximum, cost at 10^18),
+-- so a task that reports too often, or a row written by hand, never makes this, the
+-- statement recording an outcome, /stats or a view raise (SPEC §2 "Bounded numbers").
+
+-- A token sum clamped into bigint (negative sums, from rows written by hand, to 0).
+CREATE OR REPLACE FUNCTION pgqueue.usage_tokens(n numeric)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT greatest(least(coalesce(n, 0), 9223372036854775807), 0)::bigint
+$$;
+
+-- A cost sum clamped to [0, 10^18], which double precision (JSON, Python float) holds.
+CREATE OR REPLACE FUNCTION pgqueue.usage_cost(n numeric)
+RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT greatest(least(coalesce(n, 0), 1e18), 0)::float8
+$$;
+
+-- A task's usage plus one attempt's report (NULL or {}: unchanged).
 CREATE OR REPLACE FUNCTION pgqueue.usage_add(total jsonb, delta jsonb)
 RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN delta IS NULL OR delta = '{}'::jsonb THEN total ELSE jsonb_build_object(
-        'input_tokens',  coalesce((total->>'input_tokens')::bigint, 0)  + coalesce((delta->>'input_tokens')::bigint, 0),
-        'output_tokens', coalesce((total->>'output_tokens')::bigint, 0) + coalesce((delta->>'output_tokens')::bigint, 0),
-        'cost',          coalesce((total->>'cost')::numeric, 0)         + coalesce((delta->>'cost')::numeric, 0))
+        'input_tokens',  pgqueue.usage_tokens(coalesce((total->>'input_tokens')::numeric, 0)
+                                              + coalesce((delta->>'input_tokens')::numeric, 0)),
+        'output_tokens', pgqueue.usage_tokens(coalesce((total->>'output_tokens')::numeric, 0)
+                                              + coalesce((delta->>'output_tokens')::numeric, 0)),
+        'cost',          pgqueue.usage_cost(coalesce((total->>'cost')::numeric, 0)
+                                            + coalesce((delta->>'cost')::numeric, 0)))
     END
 $$;
 
@@ -110,9 +131,11 @@ $$;
 
 
 -- Enqueue from psql (Python and HTTP go through sql/queries/task_enqueue.sql, which follows
--- the same rules in fewer round trips). Returns the task, or the existing task with the same
--- idempotency key created within p_idempotency_ttl; a reused key with a different queue, kind
--- or payload raises.
+-- the same rules in fewer round trips). Returns the task, or the existing task of the same
+-- owner with the same idempotency key created within p_idempotency_ttl; a reused key with a
+-- different queue, kind or payload raises. Keys are scoped by owner (SPEC §3). A child of
+-- parent_id gets the parent's owner; the parent must exist and, if user_id is given, be
+-- that user's.
 CREATE OR REPLACE FUNCTION pgqueue.enqueue(
     kind text,
     payload jsonb DEFAULT '{}',
@@ -130,20 +153,34 @@ RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_task pgqueue.tasks;
+    v_owner text := enqueue.user_id;
+    v_parent_owner text;
 BEGIN
+    IF enqueue.parent_id IS NOT NULL THEN
+        SELECT t.user_id INTO v_parent_owner FROM pgqueue.tasks t WHERE t.id = enqueue.parent_id;
+        IF NOT FOUND OR (v_owner IS NOT NULL AND v_owner IS DISTINCT FROM v_parent_owner) THEN
+            RAISE EXCEPTION 'parent task % does not exist (for this owner)', enqueue.parent_id
+                  USING ERRCODE = 'no_data_found',
+                        HINT = 'parent_id must be a task of the same owner; the child gets its owner.';
+        END IF;
+        v_owner := v_parent_owner;
+    END IF;
     LOOP
         INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries,
                                         timeout_s, idempotency_key, user_id, tags, parent_id)
         VALUES (enqueue.kind, enqueue.payload, enqueue.queue, enqueue.priority, enqueue.run_at,
                 enqueue.max_retries, enqueue.timeout_s, enqueue.idempotency_key,
-                enqueue.user_id, enqueue.tags, enqueue.parent_id)
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                v_owner, enqueue.tags, enqueue.parent_id)
+        ON CONFLICT ((coalesce(user_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
         RETURNING t.* INTO v_task;
         IF v_task.id IS NOT NULL THEN
             RETURN v_task;
         END IF;
 
-        SELECT t.* INTO v_task FROM pgqueue.tasks t WHERE t.idempotency_key = enqueue.idempotency_key;
+        SELECT t.* INTO v_task FROM pgqueue.tasks t
+         WHERE coalesce(t.user_id, '') = coalesce(v_owner, '')
+           AND t.idempotency_key = enqueue.idempotency_key;
         IF NOT FOUND THEN
             CONTINUE;  -- the holder of the key was deleted meanwhile: insert again
         END IF;
@@ -158,7 +195,7 @@ BEGIN
             RAISE EXCEPTION 'idempotency key % is already used by task % with a different queue, kind or payload',
                             enqueue.idempotency_key, v_task.id
                   USING ERRCODE = 'unique_violation',
-                        CONSTRAINT = 'tasks_idempotency_key_idx',
+                        CONSTRAINT = 'tasks_owner_idempotency_key_idx',
                         HINT = 'Use a new key, or send the same queue, kind and payload to get the existing task back.';
         END IF;
         RETURN v_task;

@@ -32,6 +32,8 @@ UPDATE pgqueue.schedules
 RETURNING *;
 
 -- name: schedule_delete
+-- A schedule and its record of fires (a new schedule of the same name starts afresh).
+WITH fires AS (DELETE FROM pgqueue.schedule_fires WHERE schedule = %(name)s)
 DELETE FROM pgqueue.schedules WHERE name = %(name)s RETURNING name;
 
 -- name: schedule_claim_due
@@ -46,10 +48,29 @@ SELECT s.*, coalesce(%(now)s::timestamptz, now()) AS clock
  LIMIT %(limit)s
    FOR UPDATE SKIP LOCKED;
 
+-- name: schedule_fire_record
+-- Record that this slot of the schedule made this task; no row back means the slot had
+-- already fired (an operator rewound next_fire_at), and the caller rolls its task back.
+-- pgqueue.schedule_fires (migration 0006) is written by the scheduler only: no producer can
+-- pre-empt a fire, unlike the task idempotency key `schedule:<name>:<slot>` it replaces.
+-- Fires older than a day of this schedule go in the same statement (PK range), so the
+-- table holds about a day of slots per schedule.
+WITH pruned AS (
+    DELETE FROM pgqueue.schedule_fires
+     WHERE schedule = %(name)s AND fire_at < %(fire_at)s::timestamptz - interval '1 day'
+)
+INSERT INTO pgqueue.schedule_fires (schedule, fire_at, task_id)
+VALUES (%(name)s, %(fire_at)s::timestamptz, %(task_id)s::uuid)
+ON CONFLICT (schedule, fire_at) DO NOTHING
+RETURNING task_id;
+
 -- name: schedule_fired
 -- Record a fire and move the schedule to its next slot (same transaction as the claim).
+-- A slot that had already fired keeps the task it made as last_task_id.
 UPDATE pgqueue.schedules
-   SET last_fire_at = %(fire_at)s::timestamptz, last_task_id = %(task_id)s::uuid,
+   SET last_fire_at = %(fire_at)s::timestamptz,
+       last_task_id = CASE WHEN %(already_fired)s::boolean THEN last_task_id
+                           ELSE %(task_id)s::uuid END,
        next_fire_at = %(next_fire_at)s::timestamptz, updated_at = now()
  WHERE name = %(name)s;
 

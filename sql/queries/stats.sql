@@ -19,10 +19,12 @@ SELECT id, host, pid, queues, kinds, concurrency, running, started_at, heartbeat
 
 -- name: stats_usage_by_user
 -- Task counts and summed usage per owner; %(user_id)s (when not NULL) limits it to one owner.
+-- Sums are numeric and clamped (pgqueue.usage_tokens/usage_cost): no task's usage, however
+-- large, makes /stats fail for anyone (SPEC §2 "Bounded numbers").
 SELECT user_id, count(*) AS tasks,
-       coalesce(sum((usage->>'input_tokens')::bigint), 0)::bigint AS input_tokens,
-       coalesce(sum((usage->>'output_tokens')::bigint), 0)::bigint AS output_tokens,
-       coalesce(sum((usage->>'cost')::numeric), 0)::float8 AS cost
+       pgqueue.usage_tokens(sum((usage->>'input_tokens')::numeric)) AS input_tokens,
+       pgqueue.usage_tokens(sum((usage->>'output_tokens')::numeric)) AS output_tokens,
+       pgqueue.usage_cost(sum((usage->>'cost')::numeric)) AS cost
   FROM pgqueue.tasks
  WHERE %(user_id)s::text IS NULL OR user_id = %(user_id)s::text
  GROUP BY user_id ORDER BY user_id NULLS FIRST;
@@ -30,9 +32,9 @@ SELECT user_id, count(*) AS tasks,
 -- name: stats_usage_by_queue
 -- Task counts and summed usage per queue; %(user_id)s (when not NULL) counts one owner's only.
 SELECT queue, count(*) AS tasks,
-       coalesce(sum((usage->>'input_tokens')::bigint), 0)::bigint AS input_tokens,
-       coalesce(sum((usage->>'output_tokens')::bigint), 0)::bigint AS output_tokens,
-       coalesce(sum((usage->>'cost')::numeric), 0)::float8 AS cost
+       pgqueue.usage_tokens(sum((usage->>'input_tokens')::numeric)) AS input_tokens,
+       pgqueue.usage_tokens(sum((usage->>'output_tokens')::numeric)) AS output_tokens,
+       pgqueue.usage_cost(sum((usage->>'cost')::numeric)) AS cost
   FROM pgqueue.tasks
  WHERE %(user_id)s::text IS NULL OR user_id = %(user_id)s::text
  GROUP BY queue ORDER BY queue;

@@ -1,9 +1,11 @@
 -- Enqueue: the producer side. The happy path is one INSERT; the idempotency rules of
--- SPEC §3 add a read only when a key is already taken.
+-- SPEC §3 add a read only when a key is already taken. Keys are scoped by owner: every
+-- statement below matches (coalesce(user_id, ''), idempotency_key), the key of
+-- tasks_owner_idempotency_key_idx (migration 0006), so no answer involves another owner's task.
 
 -- name: task_insert
--- Insert one task. With an idempotency key already taken this returns no row: the caller
--- then reads the holder (task_get_by_idempotency_key). ON CONFLICT waits for a concurrent
+-- Insert one task. With an idempotency key already taken by the same owner this returns no
+-- row: the caller then reads the holder (task_get_by_idempotency_keys). ON CONFLICT waits for a concurrent
 -- inserter of the same key to commit, so racing producers create exactly one task.
 -- RETURNING only what the database decided (the caller knows the rest, see
 -- pgqueue.tasks.created_task): decoding the whole row back cost a third of a bulk enqueue.
@@ -15,7 +17,8 @@ VALUES (%(kind)s, %(payload)s::jsonb, %(queue)s, %(priority)s,
         %(max_retries)s, %(timeout_s)s::float8, %(backoff_base_s)s::float8,
         %(backoff_max_s)s::float8, %(idempotency_key)s::text, %(user_id)s::text,
         %(tags)s::text[], %(parent_id)s::uuid, %(traceparent)s::text)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ON CONFLICT ((coalesce(user_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
+DO NOTHING
 RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
 
 -- name: task_insert_many
@@ -46,18 +49,31 @@ SELECT r.kind, coalesce(r.payload, 'null'), coalesce(r.queue, 'default'), coales
                             timeout_s, backoff_base_s, backoff_max_s, idempotency_key,
                             user_id, tags, parent_id, traceparent, ord)
  ORDER BY r.ord
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ON CONFLICT ((coalesce(user_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
+DO NOTHING
 RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
 
 -- name: task_get_by_idempotency_keys
--- The tasks holding these idempotency keys (to replay them, or to find a conflict).
-SELECT * FROM pgqueue.tasks WHERE idempotency_key = ANY(%(keys)s::text[]);
+-- The tasks holding these (owner, key) pairs, to replay them or to find a conflict. Owners
+-- come as coalesce(user_id, ''), matched pairwise with keys; each pair is one probe of
+-- tasks_owner_idempotency_key_idx.
+SELECT t.*
+  FROM unnest(%(owners)s::text[], %(keys)s::text[]) AS k(owner, key)
+  JOIN pgqueue.tasks t
+    ON coalesce(t.user_id, '') = k.owner AND t.idempotency_key = k.key
+ WHERE t.idempotency_key IS NOT NULL;
 
--- name: task_release_idempotency_keys
--- Free keys whose holders are older than the idempotency TTL, so the keys can be used again.
--- The tasks stay; only their claim on the key goes.
+-- name: task_release_idempotency_key
+-- Free an owner's key whose holder is older than the idempotency TTL, so it can be used
+-- again. The task stays; only its claim on the key goes.
 UPDATE pgqueue.tasks
    SET idempotency_key = NULL, updated_at = now()
- WHERE idempotency_key = ANY(%(keys)s::text[])
+ WHERE coalesce(user_id, '') = coalesce(%(user_id)s::text, '')
+   AND idempotency_key = %(key)s::text
    AND created_at < now() - make_interval(secs => %(ttl_s)s::float8)
 RETURNING id;
+
+-- name: task_parent_owners
+-- The owners of the named parent tasks (SPEC §1 parent_id: a task the caller may read; the
+-- child gets its owner). Asked only for enqueues that name a parent.
+SELECT id, user_id FROM pgqueue.tasks WHERE id = ANY(%(ids)s::uuid[]);

@@ -2,13 +2,16 @@
 -- A task counts on the day it was created: its usage, summed over all its attempts, then
 -- lands on one day that never moves. Finished tasks deleted by retention
 -- (PGQUEUE_RETENTION_DAYS) leave the totals: keep them longer if you bill from this view.
+-- Every figure is read and summed as numeric (arbitrary precision; a bigint cast failed on a
+-- row written by hand), so no task's figures can make the view raise (SPEC §2 "Bounded
+-- numbers"). The columns stay numeric: CREATE OR REPLACE VIEW cannot change their types.
 CREATE OR REPLACE VIEW pgqueue.usage_by_user AS
 SELECT t.user_id, t.queue,
        (t.created_at AT TIME ZONE 'UTC')::date AS day,
        count(*) AS tasks,
        count(*) FILTER (WHERE t.status = 'failed') AS failed,
-       sum((t.usage->>'input_tokens')::bigint) AS input_tokens,
-       sum((t.usage->>'output_tokens')::bigint) AS output_tokens,
+       sum((t.usage->>'input_tokens')::numeric) AS input_tokens,
+       sum((t.usage->>'output_tokens')::numeric) AS output_tokens,
        sum((t.usage->>'cost')::numeric) AS cost
   FROM pgqueue.tasks t
  GROUP BY t.user_id, t.queue, day;

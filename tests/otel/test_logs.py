@@ -8,12 +8,13 @@ import os
 import signal
 import sys
 
+import httpx
 import msgspec
 import pytest
 
 from pgqueue.queue import Queue
 from pgqueue.tasks import Status
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +67,34 @@ async def test_an_unknown_log_format_is_refused() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"PGQUEUE_LOG_FORMAT" in err
+
+
+async def test_serve_logs_json_too(dsn: str) -> None:
+    from tests.packaging.conftest import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGQUEUE_", "OTEL_"))}
+    env.update(PGQUEUE_DSN=dsn, PYTHONPATH=str(ROOT))
+    port = free_port()
+    serve = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "pgqueue", "--log-format", "json", "serve", "--insecure"),
+        *("--port", str(port)),
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+
+            async def ready() -> bool:
+                try:
+                    return (await http.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(ready, timeout=60, what="serve to be ready")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(serve.communicate(), 60)
+    lines = [msgspec.json.decode(line) for line in err.decode().splitlines() if line.strip()]
+    assert any("without auth" in x["message"] for x in lines), lines

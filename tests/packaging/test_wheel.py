@@ -30,6 +30,13 @@ def test_wheel_and_sdist_carry_the_sql_and_the_metadata(built: Built) -> None:
         for f in files:  # every file of sql/, byte for byte
             assert wheel.read(f"pgqueue/_sql/{f}") == (SQL / f).read_bytes()
     assert not any(n.startswith("pgqueue/_sql/") and n.endswith(".py") for n in names)
+    # every file of the package: modules and data (the dashboard's pgqueue/api/ui/ too)
+    package = [
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "pgqueue").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    assert sorted(set(package) - names) == []
     assert "pgqueue/py.typed" in names
     assert {n.split("/")[0] for n in names} == {"pgqueue", metadata_name.split("/")[0]}
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)

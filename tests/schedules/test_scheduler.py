@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.pool import connect, create_pool
 from pgqueue.errors import Conflict, InvalidInput, NotFound
+from pgqueue.queue import Queue
 from pgqueue.schedules import Schedules, fire_due_schedules, run_scheduler
 from pgqueue.settings import Settings
 from tests.helpers import wait_for
@@ -42,12 +43,17 @@ async def set_next(conn: psycopg.AsyncConnection[Any], name: str, at: datetime) 
 
 
 async def scheduled_tasks(conn: psycopg.AsyncConnection[Any], name: str) -> list[tuple[Any, ...]]:
+    """(slot, kind, payload, queue) of each task the schedule made, from its fire records."""
+    # one statement, one snapshot: a fire committing meanwhile cannot split the two counts
     cur = await conn.execute(
-        "SELECT idempotency_key, kind, payload, queue FROM pgqueue.tasks"
-        " WHERE %s = ANY(tags) ORDER BY seq",
-        (f"schedule:{name}",),
+        "SELECT f.fire_at, t.kind, t.payload, t.queue FROM pgqueue.tasks t"
+        " LEFT JOIN pgqueue.schedule_fires f ON f.task_id = t.id AND f.schedule = %s"
+        " WHERE %s = ANY(t.tags) ORDER BY t.seq",
+        (name, f"schedule:{name}"),
     )
-    return await cur.fetchall()
+    rows = await cur.fetchall()
+    assert all(row[0] is not None for row in rows), rows  # every task has its fire record
+    return rows
 
 
 async def test_create_validates_and_computes_next_fire(
@@ -117,10 +123,7 @@ async def test_fires_once_per_slot_and_advances(
     assert got.last_fire_at == T0 + timedelta(minutes=5)
     assert got.next_fire_at == T0 + timedelta(minutes=10)
     tasks = await scheduled_tasks(conn, "every5")
-    assert [t[0] for t in tasks] == [
-        f"schedule:every5:{T0.isoformat()}",
-        f"schedule:every5:{(T0 + timedelta(minutes=5)).isoformat()}",
-    ]
+    assert [t[0] for t in tasks] == [T0, T0 + timedelta(minutes=5)]
     assert all(t[1:] == ("tick", {"n": 1}, "default") for t in tasks)
     assert got.last_task_id is not None
 
@@ -158,23 +161,49 @@ async def test_two_schedulers_racing_fire_each_slot_exactly_once(
         for c in racers:
             await c.close()
     cur = await conn.execute(
-        "SELECT count(*), count(DISTINCT idempotency_key) FROM pgqueue.tasks WHERE kind = 'tick'"
+        "SELECT count(*), count(DISTINCT (f.schedule, f.fire_at)) FROM pgqueue.tasks t"
+        " JOIN pgqueue.schedule_fires f ON f.task_id = t.id WHERE t.kind = 'tick'"
     )
     assert await cur.fetchone() == (total, total)
     assert total == 30 * 20
 
 
-async def test_the_idempotency_key_guards_a_rewound_schedule(
+async def test_the_fire_record_guards_a_rewound_schedule(
     schedules: Schedules, conn: psycopg.AsyncConnection[Any]
 ) -> None:
     """An operator resetting next_fire_at to a slot already fired gets no second task."""
     await schedules.create({"name": "daily", "cron": "0 0 * * *", "task": {"kind": "tick"}})
     await set_next(conn, "daily", T0)
     assert await fire_due_schedules(conn, now=T0) == 1
+    first = (await schedules.get("daily")).last_task_id
     await set_next(conn, "daily", T0)
-    await fire_due_schedules(conn, now=T0)
+    assert await fire_due_schedules(conn, now=T0) == 0
     assert len(await scheduled_tasks(conn, "daily")) == 1
-    assert (await schedules.get("daily")).next_fire_at == T0 + timedelta(days=1)
+    got = await schedules.get("daily")
+    assert got.next_fire_at == T0 + timedelta(days=1) and got.last_task_id == first
+
+
+async def test_a_producer_cannot_pre_empt_a_fire_with_the_old_key(
+    schedules: Schedules, conn: psycopg.AsyncConnection[Any], queue: Queue
+) -> None:
+    """Issue 9 #2: planting a task with the predictable key `schedule:<name>:<slot>` (the
+    scheduler's de-duplication before) no longer suppresses or hijacks the fire: fires are
+    de-duplicated in pgqueue.schedule_fires, which producers cannot write."""
+    await schedules.create(
+        {"name": "nightly", "cron": "0 0 * * *", "task": {"kind": "tick", "user_id": "root"}}
+    )
+    await set_next(conn, "nightly", T0)
+    for owner in (None, "root", "mallory"):
+        await queue.enqueue(
+            "evil", idempotency_key=f"schedule:nightly:{T0.isoformat()}", user_id=owner
+        )
+    assert await fire_due_schedules(conn, now=T0) == 1
+    got = await schedules.get("nightly")
+    cur = await conn.execute(
+        "SELECT kind, user_id FROM pgqueue.tasks WHERE id = %s", (got.last_task_id,)
+    )
+    assert await cur.fetchone() == ("tick", "root")
+    assert len(await scheduled_tasks(conn, "nightly")) == 1
 
 
 async def test_pause_resume_update_and_delete(

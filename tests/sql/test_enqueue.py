@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -159,7 +160,8 @@ async def test_enqueue_many_keeps_input_order_and_replays_keys(queue: Queue) -> 
 async def test_enqueued_tasks_are_what_the_database_holds(queue: Queue) -> None:
     # enqueue builds its answer from the input and the few columns the INSERT returns;
     # it must be the very row a later read gets.
-    parent = await queue.enqueue("k", {"nested": {"b": [1, 2.5, None], "a": "x"}})
+    # (the parent is ann's: a child must have its parent's owner)
+    parent = await queue.enqueue("k", {"nested": {"b": [1, 2.5, None], "a": "x"}}, user_id="ann")
     fields: dict[str, Any] = {
         "queue": "q.1",
         "priority": -3,
@@ -213,6 +215,43 @@ async def test_plain_sql_insert_and_enqueue_function(
         await conn.execute("SELECT pgqueue.enqueue('other.kind', '{}', idempotency_key => 'x')")
     kinds = sorted(t.kind for t in (await queue.list()).items)
     assert kinds == ["from.fn", "from.psql"]
+
+
+async def test_enqueue_function_scopes_keys_and_parents_by_owner(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    """pgqueue.enqueue() from psql follows SPEC §3 and §1 parent_id like Python and HTTP."""
+
+    async def enqueue(args: str) -> tuple[Any, ...]:
+        cur = await conn.execute(f"SELECT id, user_id FROM pgqueue.enqueue('k', {args})")
+        row = await cur.fetchone()
+        assert row is not None
+        return tuple(row)
+
+    alice = await enqueue("user_id => 'alice', idempotency_key => 'x'")
+    bob = await enqueue("user_id => 'bob', idempotency_key => 'x'")
+    nobody = await enqueue("idempotency_key => 'x'")
+    assert len({alice[0], bob[0], nobody[0]}) == 3
+    assert await enqueue("user_id => 'bob', idempotency_key => 'x'") == bob
+    # a conflict names the caller's own task only
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        await conn.execute(
+            "SELECT pgqueue.enqueue('k', '{\"n\": 1}', user_id => 'bob', idempotency_key => 'x')"
+        )
+    assert str(bob[0]) in str(caught.value) and str(alice[0]) not in str(caught.value)
+    child = await enqueue(f"parent_id => '{alice[0]}'")
+    assert child[1] == "alice"
+    for args in (f"parent_id => '{alice[0]}', user_id => 'bob'", f"parent_id => '{uuid.uuid4()}'"):
+        with pytest.raises(psycopg.errors.NoDataFound, match="parent task"):
+            await conn.execute(f"SELECT pgqueue.enqueue('k', {args})")
+
+
+async def test_a_parent_made_in_the_callers_transaction_is_found(queue: Queue, dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as mine:
+        parent = await queue.enqueue("k", user_id="ann", conn=mine)
+        child = await queue.enqueue("k", parent_id=parent.id, conn=mine)
+        await mine.commit()
+    assert (await queue.get(child.id)).user_id == "ann"
 
 
 async def test_database_rejects_invalid_rows_from_psql(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pgqueue
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
 from pgqueue.tasks import Status, Task
-from pgqueue.worker.command import OUTPUT_CAP, register_command
+from pgqueue.worker.command import OUTPUT_CAP, TEXT_TAIL, register_command
 from pgqueue.worker.loop import Worker
 from tests.helpers import fast_settings, running_worker, wait_for, worker_process
 
@@ -120,6 +121,28 @@ async def test_stdin_env_cwd_and_task_identity_reach_the_program(
 
 
 @pytest.mark.usefixtures("worker")
+async def test_the_program_gets_a_clean_environment(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: the worker's PGQUEUE_DSN (and any other secret) is not inherited; PATH, HOME,
+    LANG, the task's env and its identity are all the program sees."""
+    monkeypatch.setenv("PGQUEUE_DSN", "postgresql://worker:s3cret@db/prod")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    script = "import json, os; print(json.dumps(dict(os.environ)))"
+    done = await run(queue, {"argv": [PY, "-c", script], "env": {"GREETING": "hi"}})
+    env = done.result
+    assert isinstance(env, dict), done
+    assert "PGQUEUE_DSN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["GREETING"] == "hi" and env["LANG"] == "C.UTF-8"
+    assert env["PATH"] == os.environ["PATH"]
+    # nothing else: the three basics, the task's env, the task's identity (and whatever
+    # the interpreter itself sets at start-up, such as LC_CTYPE)
+    allowed = {"PATH", "HOME", "LANG", "GREETING", "PGQUEUE_TASK_ID", "PGQUEUE_TASK_ATTEMPT"}
+    assert set(env) - allowed - {"PGQUEUE_QUEUE", "LC_CTYPE"} == set()
+
+
+@pytest.mark.usefixtures("worker")
 async def test_non_zero_exit_is_retried_and_records_exit_code_and_stderr_tail(
     queue: Queue,
 ) -> None:
@@ -219,7 +242,7 @@ async def test_output_is_capped_to_its_tail(queue: Queue) -> None:
     done = await run(queue, {"argv": [PY, "-c", script]})
     assert done.status is Status.COMPLETED
     assert done.result["stdout_bytes"] == size
-    assert len(done.result["stdout"]) == OUTPUT_CAP
+    assert len(done.result["stdout"]) == TEXT_TAIL
     assert done.result["stdout"].endswith("END")
 
 

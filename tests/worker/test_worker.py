@@ -334,7 +334,11 @@ async def test_a_running_worker_fires_due_schedules(
 
         (task,) = await wait_for(fired, timeout=20, what="the schedule's task to run")
     assert task.payload == {"n": 1}
-    assert task.idempotency_key is not None and task.idempotency_key.startswith("schedule:nightly:")
+    assert "schedule:nightly" in task.tags
+    cur = await conn.execute(
+        "SELECT task_id FROM pgqueue.schedule_fires WHERE schedule = 'nightly'"
+    )
+    assert await cur.fetchall() == [(task.id,)]  # de-duplicated where no producer writes
 
 
 async def test_a_limited_queue_moves_on_as_soon_as_a_slot_commits(
