@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import sys
+import threading
 from typing import Any
 
 import msgspec
@@ -81,8 +82,12 @@ async def test_watch_on_a_terminal_draws_a_bar_that_reaches_100(dsn: str, queue:
         stderr=slave,
     )
     os.close(slave)
-    screen = asyncio.create_task(asyncio.to_thread(_read_all, master))
+    drawn = threading.Event()
+    screen = asyncio.create_task(asyncio.to_thread(_read_all, master, drawn))
     try:
+        # the worker starts once watch has drawn the task: on a busy machine the process
+        # started slower than the first 0.3 s step ran, and its 33 % frame never came
+        assert await asyncio.to_thread(drawn.wait, 60), "watch drew nothing"
         async with running_worker(demo.app, fast_settings(dsn)):
             code = await asyncio.wait_for(proc.wait(), timeout=90)
     finally:
@@ -97,7 +102,7 @@ async def test_watch_on_a_terminal_draws_a_bar_that_reaches_100(dsn: str, queue:
     assert f"task {task.id}: completed" in text
 
 
-def _read_all(fd: int) -> str:
+def _read_all(fd: int, drawn: threading.Event | None = None) -> str:
     chunks = []
     while True:
         try:
@@ -107,6 +112,8 @@ def _read_all(fd: int) -> str:
         if not data:
             break
         chunks.append(data)
+        if drawn is not None and b"\x1b[2K" in b"".join(chunks):
+            drawn.set()
     return b"".join(chunks).decode(errors="replace")
 
 
