@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NewType
 
 import msgspec
@@ -168,6 +168,18 @@ class NewTask(
     user_id: str | None = None
     tags: list[Tag] = msgspec.field(default_factory=list)
     parent_id: uuid.UUID | None = None
+
+    def __post_init__(self) -> None:
+        """The task must fall due before the year 10000: PostgreSQL would store a later
+        ``run_at + delay_s``, but no Python client could read the row back, so one task
+        would break every listing and claim that meets it."""
+        if self.run_at is not None:
+            try:
+                (self.run_at + timedelta(seconds=self.delay_s)).astimezone(UTC)
+            except OverflowError:
+                field = "delay_s: run_at + delay_s" if self.delay_s else "run_at: it"
+                raise ValueError(f"{field} falls after the year 9999 (in UTC)") from None
+
     # The trace the enqueue belongs to; set by pgqueue.otel (or the HTTP traceparent header).
     traceparent: Traceparent | None = None
 

@@ -26,6 +26,7 @@ from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
+from pgqueue.api.ui import DashboardController
 from pgqueue.api.workers import WorkersController
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
             SchedulesController,
             HealthController,
             stream,
+            DashboardController,  # GET /ui, the web dashboard (SPEC §14)
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),

@@ -82,6 +82,7 @@ async def _dev(settings: Settings, args: argparse.Namespace) -> None:
         f"(OpenAPI: /schema/openapi.json, live updates: ws://{settings.host}:{settings.port}/ws)",
         flush=True,
     )
+    print(f"pgqueue dev: dashboard on http://{settings.host}:{settings.port}/ui", flush=True)
     runners = [
         asyncio.create_task(worker.run(), name="pgqueue-dev-worker"),
         asyncio.create_task(server.serve(), name="pgqueue-dev-api"),

@@ -12,6 +12,7 @@ child that crashed leaves nothing half-initialised behind in the supervisor.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import subprocess
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 RESTART_DELAY_S = 1.0  # first restart delay of a child that keeps dying, doubled each time
 RESTART_DELAY_MAX_S = 30.0
 STABLE_AFTER_S = 30.0  # a child that ran this long resets its restart delay
+PR_SET_PDEATHSIG = 1  # prctl(2)
 USAGE_ERROR = 2  # `pgqueue` exits 2 on bad input (no such App, bad DSN setting): not retried
 
 
@@ -40,6 +42,15 @@ def without_processes_flag(argv: Sequence[str]) -> list[str]:
         elif not arg.startswith("--processes="):
             out.append(arg)
     return out
+
+
+def _stop_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the supervisor dies (Linux), so a supervisor
+    killed with -9 leaves no worker running unsupervised; they shut down gracefully."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Child:
@@ -91,7 +102,8 @@ class Supervisor:
                 child.proc.send_signal(sig)
 
     def _start(self, child: _Child) -> None:
-        child.proc = subprocess.Popen(self.argv)
+        # preexec_fn is safe here: the supervisor runs no threads that could hold a lock
+        child.proc = subprocess.Popen(self.argv, preexec_fn=_stop_with_parent)
         child.started_at = time.monotonic()
         child.signalled = False
         log.info(

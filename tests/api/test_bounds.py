@@ -57,6 +57,27 @@ async def test_timeout_and_delay_are_bounded(alice: httpx.AsyncClient) -> None:
     assert r.status_code == 201, r.text
 
 
+async def test_a_task_due_after_the_year_9999_is_refused(
+    alice: httpx.AsyncClient, admin: httpx.AsyncClient, queue: Queue
+) -> None:
+    """PostgreSQL stored such a row, and then no read of it worked: GET /tasks was a 400
+    for every admin from then on. Now it is refused up front, naming the field."""
+    late = {"kind": "k", "run_at": "9999-12-31T23:59:59Z"}
+    for body, field in (
+        ({**late, "delay_s": 3e8}, "delay_s"),
+        (late | {"run_at": "9999-12-31T23:00:00-05:00"}, "run_at"),
+    ):
+        r = await alice.post("/tasks", json=body)
+        assert r.status_code == 400 and field in r.json()["detail"], r.text
+        r = await alice.post("/tasks/batch", json={"tasks": [{"kind": "k"}, body]})
+        assert r.status_code == 400 and "tasks[1]" in r.json()["detail"], r.text
+    with pytest.raises(InvalidInput, match="delay_s"):
+        await queue.enqueue("k", run_at="9999-12-31T23:59:59Z", delay_s=3e8)
+    assert (await alice.post("/tasks", json=late)).status_code == 201
+    r = await admin.get("/tasks")
+    assert r.status_code == 200 and len(r.json()["items"]) == 1, r.text
+
+
 async def test_backoff_from_a_remote_worker_or_a_handler_is_bounded(
     alice: httpx.AsyncClient, worker: httpx.AsyncClient
 ) -> None:

@@ -128,3 +128,19 @@ def test_a_child_that_cannot_start_stops_the_supervisor_with_its_status() -> Non
 def test_children_run_the_same_command_without_processes() -> None:
     argv = ["worker", "a:app", "--processes", "3", "--concurrency", "4", "--processes=2"]
     assert without_processes_flag(argv) == ["worker", "a:app", "--concurrency", "4"]
+
+
+async def test_children_shut_down_when_the_supervisor_is_killed(
+    supervised: subprocess.Popen[bytes], conn: psycopg.AsyncConnection[Any]
+) -> None:
+    children = await wait_for(
+        lambda: _two(conn), timeout=60, what="two worker processes heartbeating"
+    )
+    supervised.send_signal(signal.SIGKILL)
+    supervised.wait(timeout=30)
+
+    async def all_gone() -> bool:
+        return all(_gone(pid) for pid in children)
+
+    await wait_for(all_gone, timeout=60, what="the orphaned workers to stop")
+    assert await _worker_pids(conn) == set()  # they shut down gracefully: rows removed

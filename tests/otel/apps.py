@@ -42,3 +42,11 @@ async def where(ctx: pgqueue.Context, payload: dict[str, Any]) -> dict[str, Any]
 @app.task("otel.fail")
 async def fail(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
     raise pgqueue.Permanent("no luck")
+
+
+@app.task("otel.fan_out")
+async def fan_out(ctx: pgqueue.Context, payload: dict[str, Any]) -> dict[str, Any]:
+    """Enqueues a child from inside its consumer span: the child joins the same trace."""
+    child = await ctx.enqueue("otel.where", {})
+    (done,) = await ctx.wait_children(timeout_s=30)
+    return {"child": str(child.id), "child_result": done.result}

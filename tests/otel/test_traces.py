@@ -243,3 +243,30 @@ def test_without_the_extra_tracing_is_a_no_op_and_headers_still_pass_through(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+async def test_a_child_enqueued_by_a_handler_stays_in_the_trace(
+    settings: Settings, queue: Queue, spans: InMemorySpanExporter
+) -> None:
+    with trace.get_tracer("test").start_as_current_span("agent") as agent:
+        task = await queue.enqueue("otel.fan_out", {})
+    async with running_worker(app, fast_settings(settings.dsn), concurrency=2):
+        done = await queue.wait(task.id, timeout_s=60)
+    assert done.status is Status.COMPLETED, done.error
+    trace_id = agent.get_span_context().trace_id
+    assert done.result["child_result"]["trace_id"] == _hex(trace_id, 32)
+    parent_process = next(
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "process default"
+        and s.attributes is not None
+        and s.attributes["messaging.message.id"] == str(task.id)
+    )
+    child_send = next(
+        s
+        for s in spans.get_finished_spans()
+        if s.kind is SpanKind.PRODUCER
+        and s.parent is not None
+        and s.parent.span_id == parent_process.context.span_id
+    )
+    assert done.result["child_result"]["parent_span_id"] == _hex(child_send.context.span_id, 16)
