@@ -467,24 +467,37 @@ class Queue:
 
     # -- wait -------------------------------------------------------------------------
 
-    async def wait(self, task_id: uuid.UUID | str, timeout_s: float | None = None) -> Task:
-        """Return the task once it is terminal, or its current state after ``timeout_s``.
+    async def wait(
+        self,
+        task_id: uuid.UUID | str,
+        timeout_s: float | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> Task:
+        """Return the task once it is terminal, or its current state after ``timeout_s`` (or
+        once ``stop`` is set: the HTTP long-polls set it when their client goes away or the
+        server shuts down).
 
-        Woken by NOTIFY; a slow re-read every few seconds covers a lost notification.
+        It reads the task once, then waits on NOTIFY alone, holding no connection: only a
+        change announcing a terminal status (or a listener reconnect, which may have lost
+        notifications) makes it read again, and the end of the wait reads the current state
+        once. A re-read every few seconds per waiter kept the database busy for nothing
+        (500 abandoned long-polls were 100 queries a second).
         """
         tid = _task_id(task_id)
         watcher = await self.watcher()
         loop = asyncio.get_running_loop()
         deadline = math.inf if timeout_s is None else loop.time() + timeout_s
-        with watcher.watch(tid) as changed:
-            while True:
-                task = await self.get(tid)
-                remaining = deadline - loop.time()
-                if task.status.terminal or remaining <= 0:
-                    return task
-                changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, 5.0))
+        with watcher.follow(tid) as watch:
+            task = await self.get(tid)  # after subscribing: no change slips in between
+            while not task.status.terminal:
+                if not await _changed(watch.changed, stop, deadline - loop.time()):
+                    return await self.get(tid)
+                watch.changed.clear()
+                if watch.needs_read():
+                    watch.resync = False
+                    task = await self.get(tid)
+            return task
 
     async def watcher(self) -> TaskWatcher:
         """The task watcher of this Queue, starting its LISTEN connection on first use."""
@@ -535,6 +548,25 @@ def _check_same_task(holder: Task, new: NewTask) -> None:
         )
 
 
+async def _changed(changed: asyncio.Event, stop: asyncio.Event | None, timeout: float) -> bool:
+    """Wait until ``changed`` is set (True), or ``stop`` is set or ``timeout`` passes (False)."""
+    if timeout <= 0 or (stop is not None and stop.is_set()):
+        return changed.is_set()
+    waiters = {asyncio.ensure_future(changed.wait())}
+    if stop is not None:
+        waiters.add(asyncio.ensure_future(stop.wait()))
+    try:
+        await asyncio.wait(
+            waiters,
+            timeout=None if math.isinf(timeout) else timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return changed.is_set() and not (stop is not None and stop.is_set())
+
+
 def _task_id(value: uuid.UUID | str, field: str = "id") -> TaskId:
     if isinstance(value, uuid.UUID):
         return TaskId(value)
@@ -547,6 +579,11 @@ def _task_id(value: uuid.UUID | str, field: str = "id") -> TaskId:
 def _cursor_seq(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
-    if not cursor.isdigit():
+    # isdigit() alone accepts "²" and other digits int() refuses (a 500 once): ASCII only,
+    # and within the bigint range of tasks.seq.
+    if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > _SEQ_MAX:
         raise InvalidInput("cursor", f"{cursor!r} is not a cursor returned by a previous page")
     return int(cursor)
+
+
+_SEQ_MAX = 2**63 - 1

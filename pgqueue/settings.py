@@ -28,6 +28,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     idempotency_ttl_s: Seconds = 86400.0
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1024 * 1024
+    # Largest HTTP request body; larger ones are a 413 before they are read whole, so a few
+    # concurrent maximal batches keep a server's memory bounded (SPEC §4).
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
+    # When set, GET /metrics needs `Authorization: Bearer <this>` (scrapers carry no API token).
+    metrics_token: str = ""
     # A task's result, on every path (local worker, HTTP complete); 0: max_payload_bytes.
     # (0 rather than None: settings travel to `serve`'s processes as environment strings.)
     max_result_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0

@@ -272,6 +272,6 @@ def check_result_size(size: int, limit: int | None) -> None:
 def lease_parse(lease: str) -> tuple[int, WorkerId]:
     """Split a lease string into (attempt, worker id); ValueError names what is wrong."""
     attempt, sep, worker = lease.partition(":")
-    if not sep or not worker or not attempt.isdigit():
+    if not sep or not worker or not (attempt.isascii() and attempt.isdigit()):
         raise ValueError(f"lease {lease!r} is not '<attempt>:<worker id>'")
     return int(attempt), WorkerId(worker)

@@ -8,9 +8,13 @@ SPEC §2) — and closes them on shutdown. Handlers receive ``services`` and the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -18,6 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from pgqueue.api.auth import Authenticator
+from pgqueue.api.body import JsonRequest
 from pgqueue.api.errors import EXCEPTION_HANDLERS
 from pgqueue.api.health import HealthController
 from pgqueue.api.metrics import Metrics
@@ -37,13 +42,19 @@ from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A batch of 10,000 small tasks is a few MB; one task may carry PGQUEUE_MAX_PAYLOAD_BYTES.
-# Oversize bodies are refused by Litestar with a 413 before they are read into memory.
-MIN_BODY_BYTES = 64 * 1024 * 1024
 
+def create_app(
+    settings: Settings,
+    *,
+    insecure: bool = False,
+    ws_buffer: int = 10_000,
+    drain_on_signals: bool = False,
+) -> Litestar:
+    """The API for ``settings.dsn``. ``insecure``: no tokens, every caller is an admin.
 
-def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 10_000) -> Litestar:
-    """The API for ``settings.dsn``. ``insecure``: no tokens, every caller is an admin."""
+    ``drain_on_signals`` (``pgqueue serve``): SIGTERM/SIGINT first drain the app — open
+    long-polls answered, WebSockets closed with 1001 — then reach uvicorn's own handler,
+    which stops accepting and waits for the (now short) requests in flight."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -57,14 +68,18 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
         )
         app.state.services = services
         background = Supervisor()
+        restore: Callable[[], None] = lambda: None  # noqa: E731 -- the no-op default
         try:
             await listener.start()
             hub.start()
             start_maintenance(background, pool, settings)  # every process runs it (SPEC §2)
             if insecure:
                 log.warning("pgqueue API without auth (--insecure): every caller is an admin")
+            if drain_on_signals:
+                restore = _drain_on_signals(services)
             yield
         finally:
+            restore()
             await background.stop()
             await hub.stop()
             await listener.stop()
@@ -87,7 +102,11 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics.middleware],
-        request_max_body_size=max(MIN_BODY_BYTES, 2 * settings.max_payload_bytes),
+        # Litestar refuses a body over this with a 413 as soon as it knows: from its
+        # Content-Length before reading any of it, and for a chunked body when the bytes
+        # received so far pass the limit (tests/api/test_limits.py sends both).
+        request_max_body_size=settings.max_body_bytes,
+        request_class=JsonRequest,
         openapi_config=OpenAPIConfig(
             title="pgqueue",
             version="0.1.0",
@@ -107,8 +126,55 @@ def create_app(settings: Settings, *, insecure: bool = False, ws_buffer: int = 1
     )
 
 
+def _drain_on_signals(services: Services) -> Callable[[], None]:
+    """Put a drain in front of the SIGTERM/SIGINT handlers installed now (uvicorn's: they
+    are in place while the lifespan starts). The drain is scheduled on the loop, so it runs
+    before uvicorn's main loop (which looks at its exit flag every 0.1 s) starts closing
+    connections — WebSockets get our 1001, not uvicorn's 1012. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    draining: list[asyncio.Task[None]] = []
+
+    def start_drain() -> None:
+        if not draining:
+            draining.append(loop.create_task(_drain(services), name="pgqueue-drain"))
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(start_drain)
+        before = previous[signal.Signals(signum)]
+        if callable(before):
+            before(signum, frame)
+        elif before == signal.SIG_DFL:  # nobody else handles it: what it would have done
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, before in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, before)
+
+    return restore
+
+
+async def _drain(services: Services) -> None:
+    try:
+        await services.drain()
+    except Exception:
+        log.exception("draining on shutdown failed; uvicorn's shutdown carries on")
+
+
 def app_from_env() -> Litestar:
     """For ``uvicorn --factory`` (what ``pgqueue serve --workers N`` runs in each process)."""
     import os
 
-    return create_app(Settings.from_env(), insecure=os.environ.get("PGQUEUE_INSECURE") == "1")
+    return create_app(
+        Settings.from_env(),
+        insecure=os.environ.get("PGQUEUE_INSECURE") == "1",
+        drain_on_signals=True,
+    )

@@ -3,7 +3,8 @@
 Tokens are random 256-bit strings; the database keeps only their SHA-256
 (``sql/migrations/0002_api_tokens.sql``). The server remembers a looked-up token for a few
 seconds (``CACHE_TTL_S``), so an authenticated request costs no query on the hot path; a
-revoked token stops working within that time.
+revoked token stops working within that time. It remembers a refused token as long, so a
+bad token costs the database one read per ``CACHE_TTL_S`` and no write at all.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import re
 import secrets
 import time
 from typing import Any
@@ -96,13 +98,24 @@ def bearer(header: str | None) -> str | None:
     return value.strip()
 
 
-class Authenticator:
-    """Token → principal, with a short in-memory cache. ``insecure``: everyone is admin.
+# Routes where a browser cannot set a header and so may pass ``?token=``: the WebSocket and
+# the Server-Sent Events streams (SPEC §4). Anywhere else a token in the URL would end up
+# in access logs and browser history, so it is not looked at.
+QUERY_TOKEN_PATHS = re.compile(r"/ws|/stream|/tasks/[^/]+/stream")
+# A token pgqueue made is "pgq_" + 43 characters; anything much longer is not one of ours and
+# is refused without hashing it or asking the database.
+_TOKEN_MAX_CHARS = 128
 
-    Only valid tokens are cached (for ``CACHE_TTL_S``): an unknown token is asked about
-    every time, so a token works as soon as it is created. Concurrent requests with the same
-    uncached token share one lookup — when the entry expires under load, 32 requests would
-    otherwise each UPDATE the same row and queue on its lock and commit.
+
+class Authenticator:
+    """Token → principal, with short in-memory caches. ``insecure``: everyone is admin.
+
+    A valid token's principal is cached for ``ttl_s`` (a revoked token keeps working that
+    long); so is the verdict on an unknown or revoked token (negative cache), so a client
+    hammering with a bad token costs the database one read per ``ttl_s``, and never a write.
+    A newly created token is unknown to no cache, so it works at once. Concurrent requests
+    with the same uncached token share one lookup — when an entry expires under load, 32
+    requests would otherwise each queue for a pool connection.
     """
 
     def __init__(
@@ -112,6 +125,9 @@ class Authenticator:
         self.insecure = insecure
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[Principal, float]] = {}
+        # digest -> expiry, oldest first: bounded by evicting the oldest, so random tokens
+        # cannot flush the verdicts on the tokens that keep coming back
+        self._refused: dict[str, float] = {}
         self._lookups: dict[str, asyncio.Task[Principal | None]] = {}
         self.lookups = 0  # database lookups made (tests read it)
 
@@ -121,10 +137,16 @@ class Authenticator:
             return INSECURE
         if not token:
             raise NotAuthorizedException("Authorization: a 'Bearer <token>' header is required")
+        if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX_CHARS:
+            raise NotAuthorizedException("Authorization: the token is unknown or revoked")
         digest = token_hash(token)
+        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
+        if cached is not None and cached[1] > now:
             return cached[0]
+        refused_until = self._refused.get(digest)
+        if refused_until is not None and refused_until > now:
+            raise NotAuthorizedException("Authorization: the token is unknown or revoked")
         lookup = self._lookups.get(digest)
         if lookup is None:
             # A task of its own (shielded below): a caller that goes away does not cancel
@@ -143,24 +165,31 @@ class Authenticator:
             done.exception()  # its waiters raise it; retrieved even when none is left
 
     async def _lookup(self, digest: str) -> Principal | None:
-        """Ask the database; cache the principal of a live token, forget a dead one."""
+        """Ask the database; cache the verdict, positive or negative, for ``ttl_s``."""
         self.lookups += 1
         async with self._pool.connection() as conn:
             cur = await conn.execute(QUERIES["api_token_authenticate"], {"token_hash": digest})
             row = await cur.fetchone()
+        expires = time.monotonic() + self.ttl_s
         if row is None:
             self._cache.pop(digest, None)
+            self._refused.pop(digest, None)  # re-insert at the young end
+            if len(self._refused) >= _CACHE_MAX:
+                del self._refused[next(iter(self._refused))]
+            self._refused[digest] = expires
             return None
         principal = Principal(user_id=row[0], role=Role(row[1]), token_id=row[2])
+        self._refused.pop(digest, None)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (principal, time.monotonic() + self.ttl_s)
+        self._cache[digest] = (principal, expires)
         return principal
 
     async def of_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-        """The caller of an HTTP request or WebSocket: header, or ``?token=`` for browsers."""
+        """The caller of an HTTP request or WebSocket: the ``Authorization`` header, or
+        ``?token=`` on the routes of ``QUERY_TOKEN_PATHS`` only."""
         token = bearer(connection.headers.get("authorization"))
-        if token is None:
+        if token is None and QUERY_TOKEN_PATHS.fullmatch(connection.scope["path"]):
             token = connection.query_params.get("token")
         return await self.authenticate(token)
 

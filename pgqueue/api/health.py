@@ -52,4 +52,5 @@ class HealthController(Controller):
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
     async def metrics(self, services: ServicesDep) -> bytes:
         services.metrics.ws_subscribers.set(services.hub.subscriber_count)
+        services.metrics.long_polls.set(services.polls.open)
         return await services.metrics.render(services.pool)

@@ -61,6 +61,9 @@ class Metrics:
             "WebSocket subscribers closed because they fell too far behind",
             registry=r,
         )
+        self.long_polls = Gauge(
+            "pgqueue_http_long_polls", "Long-polls (?wait=, claim wait_s) open now", registry=r
+        )
         self.pool = Gauge(
             "pgqueue_pool_connections", "Connection pool state", ["state"], registry=r
         )

@@ -1,7 +1,7 @@
 """``GET /queues`` and ``GET /stats``: what operators and dashboards watch.
 
-A user token's ``/stats`` counts its own tasks only (usage of others is theirs); queue
-depths are shared facts and visible to every token.
+A user token's ``/queues`` and ``/stats`` count its own tasks only: how much work other
+tenants have, and what it costs, is theirs to know (SPEC §4).
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ class QueuesController(Controller):
 
     @get("/queues", summary="Per-queue counts, backlog age and throughput")
     async def queues(self, services: ServicesDep, principal: PrincipalDep) -> list[QueueStats]:
+        """Admins and workers: every queue. A user token: its own tasks only (SPEC §4)."""
         async with services.pool.connection() as conn:
-            cur = await conn.execute(QUERIES["stats_queues"])
+            if principal.sees_all:
+                cur = await conn.execute(QUERIES["stats_queues"])
+            else:
+                cur = await conn.execute(
+                    QUERIES["stats_queues_of_user"], {"user_id": principal.user_id}
+                )
             rows = await cur.fetchall()
         return [QueueStats(*row) for row in rows]
 

@@ -1,8 +1,9 @@
 """``/schedules``: recurring tasks over HTTP (SPEC §4), a thin layer over
 ``pgqueue.schedules.service.Schedules``, which the CLI uses too.
 
-Every token may read schedules; only admins may change them (a schedule enqueues work on
-behalf of nobody in particular, so a user token must not plant one).
+Only admins may change schedules (a schedule enqueues work on behalf of nobody in
+particular, so a user token must not plant one); admins and workers may read them, and a
+user token is refused (403): templates and fire times are other tenants' business (SPEC §4).
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ class SchedulesController(Controller):
 
     @get("/", summary="All schedules with their next and last fire times")
     async def list_all(self, services: ServicesDep, principal: PrincipalDep) -> list[Schedule]:
+        require(principal, Role.ADMIN, Role.WORKER)
         return await _schedules(services).list()
 
     @get("/{name:str}", summary="One schedule")
     async def get_one(
         self, name: FromPath[str], services: ServicesDep, principal: PrincipalDep
     ) -> Schedule:
+        require(principal, Role.ADMIN, Role.WORKER)
         return await _schedules(services).get(name)
 
     @patch("/{name:str}", status_code=HTTP_200_OK, summary="Change a schedule")

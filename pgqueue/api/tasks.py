@@ -9,10 +9,10 @@ checks the parent and copies its owner), so a worker cannot make tasks in a user
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -74,6 +74,7 @@ class TasksController(Controller):
         data: JSONBody[NewTask],
         services: ServicesDep,
         principal: PrincipalDep,
+        request: Request[Any, Any, Any],
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
@@ -105,7 +106,7 @@ class TasksController(Controller):
         if not replayed:
             services.metrics.enqueued.inc()
         if wait:
-            task = await services.queue.wait(task.id, timeout_s=wait)
+            task = await services.wait_task(request.receive, task, wait)
         if replayed:
             return Response(task, status_code=HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
         return Response(task, status_code=HTTP_201_CREATED)
@@ -138,11 +139,12 @@ class TasksController(Controller):
         task_id: FromPath[str],
         services: ServicesDep,
         principal: PrincipalDep,
+        request: Request[Any, Any, Any],
         wait: WaitParam = None,
     ) -> Task:
         task = await readable(services, principal, task_id)
         if wait and not task.status.terminal:
-            task = await services.queue.wait(task.id, timeout_s=wait)
+            task = await services.wait_task(request.receive, task, wait)
         return task
 
     @get("/", summary="List tasks, newest first (keyset pagination)")

@@ -11,7 +11,6 @@ local worker makes, so both kinds of worker record the same transitions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import Any
 
@@ -34,6 +33,7 @@ from pgqueue.api.schemas import (
     WorkerStatus,
 )
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
+from pgqueue.api.wakeup import first_of
 from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -98,58 +98,53 @@ class WorkersController(Controller):
         ``run_at`` came (they send no NOTIFY).
         """
         require(principal, Role.WORKER, Role.ADMIN)
-        await self._register(data, request, services, principal)
+        worker = {
+            "id": data.worker_id,
+            "host": data.host or (request.client.host if request.client else "unknown"),
+            "pid": data.pid,
+            "queues": data.queues,
+            "kinds": data.kinds or [],
+            "concurrency": data.concurrency or data.limit,
+            "running": data.running,
+        }
+        if not await transitions.register_worker(services.pool, worker, principal.token_id):
+            raise Conflict(
+                f"worker_id: {data.worker_id!r} is in use by a worker with another token; "
+                "pick another id"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + data.wait_s
+
+        async def claim_once() -> list[Task]:
+            return await transitions.claim(
+                services.pool, data.worker_id, data.queues, data.kinds, data.limit
+            )
+
         with services.wakeups.watch(data.queues) as woken:
-            while True:
-                woken.clear()
-                claimed = await transitions.claim(
-                    services.pool, data.worker_id, data.queues, data.kinds, data.limit
-                )
-                remaining = deadline - loop.time()
-                if claimed or remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        woken.wait(), timeout=min(remaining, services.settings.poll_s)
-                    )
+            claimed = await claim_once()
+            if not claimed and data.wait_s > 0:
+                # Parked on NOTIFY, no connection held (api/wakeup.py), and given up at once
+                # when the client disconnects or the server shuts down: nothing is claimed
+                # then, so no task is leased to a client that is gone.
+                async with services.polls.hold(request.receive) as hold:
+                    while not claimed:
+                        remaining = deadline - loop.time()
+                        if remaining <= 0 or hold.ended:
+                            break
+                        await first_of(
+                            [woken, hold.drained, hold.gone],
+                            min(remaining, services.settings.poll_s),
+                        )
+                        if hold.ended:
+                            break
+                        woken.clear()
+                        claimed = await claim_once()
         for task in claimed:
             services.metrics.claimed.labels(queue=task.queue).inc()
             if task.started_at is not None:
                 wait = (task.started_at - task.run_at).total_seconds()
                 services.metrics.claim_wait.observe(max(wait, 0.0))
         return [LeasedTask(**msgspec.structs.asdict(t), lease=t.lease) for t in claimed]
-
-    async def _register(
-        self,
-        data: JSONBody[Claim],
-        request: Request[Any, Any, Any],
-        services: ServicesDep,
-        principal: Principal,
-    ) -> None:
-        """Upsert the worker's row, bound to the caller's token; 409 if another token holds it."""
-        client = request.client.host if request.client else "unknown"
-        async with services.pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["worker_heartbeat"],
-                {
-                    "id": data.worker_id,
-                    "host": data.host or client,
-                    "pid": data.pid,
-                    "queues": data.queues,
-                    "kinds": data.kinds or [],
-                    "concurrency": data.concurrency or data.limit,
-                    "running": data.running,
-                    "token_id": principal.token_id,
-                },
-            )
-            registered = await cur.fetchone()
-        if registered is None:
-            raise Conflict(
-                f"worker_id: {data.worker_id!r} is in use by a worker with another token; "
-                "pick another id"
-            )
 
     @post("/tasks/{task_id:str}/heartbeat", status_code=HTTP_200_OK, summary="Heartbeat")
     async def heartbeat(
@@ -269,7 +264,10 @@ class WorkersController(Controller):
 
     @get("/workers", summary="Live workers")
     async def workers(self, services: ServicesDep, principal: PrincipalDep) -> list[WorkerStatus]:
-        """Local and remote workers with a heartbeat row, and how old that heartbeat is."""
+        """Local and remote workers with a heartbeat row, and how old that heartbeat is.
+
+        Not for user tokens (403): hosts and pids are the operator's (SPEC §4)."""
+        require(principal, Role.ADMIN, Role.WORKER)
         async with services.pool.connection() as conn:
             cur = await conn.execute(QUERIES["stats_workers"])
             rows = await cur.fetchall()

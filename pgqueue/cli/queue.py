@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "limit":
         if args.n.lower() == "none":
             params["limit"] = None
-        elif args.n.isdigit() and int(args.n) > 0:
+        elif args.n.isascii() and args.n.isdigit() and int(args.n) > 0:
             params["limit"] = int(args.n)
         else:
             raise InvalidInput("n", f"{args.n!r} is not a positive number or 'none'")

@@ -8,12 +8,19 @@ VALUES (%(token_hash)s, %(prefix)s, %(user_id)s, %(role)s, %(note)s)
 RETURNING id, prefix, user_id, role, note, created_at, last_used_at, revoked_at;
 
 -- name: api_token_authenticate
--- The principal of a live token, stamping when it was last used. The server caches the
--- answer for a few seconds, so this write happens at most that often per token.
-UPDATE pgqueue.api_tokens
-   SET last_used_at = now()
- WHERE token_hash = %(token_hash)s AND revoked_at IS NULL
-RETURNING user_id, role, id;
+-- The principal of a live token. It stamps last_used_at only for a token that exists and
+-- at most once a minute: an unknown or revoked token writes nothing (it was an UPDATE that
+-- every bad token paid for), and the server caches both answers for a few seconds.
+WITH live AS (
+    SELECT id, user_id, role FROM pgqueue.api_tokens
+     WHERE token_hash = %(token_hash)s AND revoked_at IS NULL
+), touched AS (
+    UPDATE pgqueue.api_tokens t SET last_used_at = now()
+      FROM live
+     WHERE t.id = live.id
+       AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
+)
+SELECT user_id, role, id FROM live;
 
 -- name: api_token_list
 -- Every token, newest first (revoked ones too: who had access, and until when).

@@ -11,6 +11,31 @@ SELECT queue AS name, pending, running, completed, failed, cancelled, due,
   FROM pgqueue.queue_stats
  ORDER BY queue;
 
+-- name: stats_queues_of_user
+-- GET /queues for a user token: the same columns, counting only %(user_id)s's tasks, for the
+-- queues that user has tasks in (another tenant's backlog is not theirs to see, SPEC §4).
+-- Served by tasks_user_idx; the settings columns are the queue's own.
+SELECT t.queue AS name, t.pending, t.running, t.completed, t.failed, t.cancelled, t.due,
+       round(coalesce(t.oldest_due_age_s, 0)::numeric, 1)::float8 AS oldest_due_age_s,
+       t.completed_last_minute, coalesce(q.paused, false) AS paused, q.concurrency_limit
+  FROM (SELECT queue,
+               count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
+               count(*) FILTER (WHERE status = 'running') AS running,
+               count(*) FILTER (WHERE status = 'completed') AS completed,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+               extract(epoch FROM now() - min(run_at) FILTER (
+                   WHERE status = 'pending' AND run_at <= now())) AS oldest_due_age_s,
+               count(*) FILTER (WHERE status = 'completed'
+                                  AND completed_at > now() - interval '1 minute')
+                   AS completed_last_minute
+          FROM pgqueue.tasks
+         WHERE user_id = %(user_id)s::text
+         GROUP BY queue) t
+  LEFT JOIN pgqueue.queues q ON q.name = t.queue
+ ORDER BY t.queue;
+
 -- name: stats_workers
 -- Live workers (local and remote) with the age of their last heartbeat.
 SELECT id, host, pid, queues, kinds, concurrency, running, started_at, heartbeat_at,

@@ -18,9 +18,12 @@ async def test_schedule_lifecycle(admin: httpx.AsyncClient, alice: httpx.AsyncCl
     assert created["enabled"] is True and created["timezone"] == "Europe/Berlin"
     assert created["next_fire_at"].endswith("Z")  # stored and shown in UTC
 
-    listed = (await alice.get("/schedules")).json()  # anyone may read
+    listed = (await admin.get("/schedules")).json()
     assert [s["name"] for s in listed] == ["nightly-report"]
-    assert (await alice.get("/schedules/nightly-report")).json()["cron"] == "30 2 * * *"
+    assert (await admin.get("/schedules/nightly-report")).json()["cron"] == "30 2 * * *"
+    # templates and fire times are not a user's business (SPEC §4)
+    assert (await alice.get("/schedules")).status_code == 403
+    assert (await alice.get("/schedules/nightly-report")).status_code == 403
 
     r = await admin.patch("/schedules/nightly-report", json={"enabled": False})
     assert r.status_code == 200 and r.json()["enabled"] is False
