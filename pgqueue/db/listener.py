@@ -102,11 +102,12 @@ class Listener:
             waiter.cancel()
             raise ConnectionError(f"could not LISTEN within {timeout_s}s: {self.error!r}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            if not done:
+                log.error("listener did not stop within %.0fs; leaving it", timeout_s)
             self._task = None
 
     @property

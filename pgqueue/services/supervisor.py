@@ -52,11 +52,15 @@ async def supervise(
             return
         if stop is not None and stop.is_set():
             return
+        _raise_if_cancelled()
         try:
             asked = await step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # A cancel that became another error on its way out (a ROLLBACK on a dead
+            # connection raises instead) still ends the loop: stop() must not wait forever.
+            _raise_if_cancelled()
             failures += 1
             wait, delay = min(delay, every_s), min(delay * 2, every_s)
             if isinstance(exc, quiet):
@@ -70,6 +74,12 @@ async def supervise(
             log.info("%s recovered after %d failures", name, failures)
         failures, delay = 0, backoff_s
         wait = every_s if asked is None else asked
+
+
+def _raise_if_cancelled() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _stopped_within(stop: asyncio.Event | None, seconds: float) -> bool:
@@ -118,12 +128,15 @@ class Supervisor:
             asyncio.create_task(supervise(name, step, every_s=1.0), name=f"pgqueue-{name}")
         )
 
-    async def stop(self) -> None:
-        """Cancel every loop and wait for them to end."""
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel every loop and wait (at most ``timeout_s``) for them to end."""
         for task in self._tasks:
             task.cancel()
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for task, result in zip(self._tasks, results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("%s ended with %r", task.get_name(), result)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in stuck:
+                log.error("%s did not stop within %.0fs; leaving it", task.get_name(), timeout_s)
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("%s ended with %r", task.get_name(), task.exception())
         self._tasks.clear()

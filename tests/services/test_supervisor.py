@@ -72,3 +72,21 @@ async def test_a_self_paced_loop_that_returns_is_started_again(
     await asyncio.wait_for(twice.wait(), 10)
     await supervisor.stop()
     assert "returns returned; starting it again" in caplog.text
+
+
+async def test_a_cancel_that_turns_into_another_error_still_stops_the_loop() -> None:
+    """psycopg answers a cancelled transaction on a dead connection with the ROLLBACK's own
+    error: the loop must end anyway, or stop() (and the process's shutdown) hangs."""
+    entered = asyncio.Event()
+
+    async def step() -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("the ROLLBACK failed too") from None
+
+    supervisor = Supervisor()
+    supervisor.every("dying", 0.01, step, first_after_s=0)
+    await asyncio.wait_for(entered.wait(), 10)
+    await asyncio.wait_for(supervisor.stop(timeout_s=30), 10)
