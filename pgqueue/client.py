@@ -149,9 +149,22 @@ class Client:
         response = await self._request("POST", f"/tasks/{task_id}/retry")
         return msgspec.json.decode(response.content, type=Task)
 
+    async def signal(self, task_id: uuid.UUID | str, name: str, payload: Any = None) -> Task:
+        """Send signal ``name`` (SPEC §11): a task waiting for it runs again with ``payload``."""
+        body: dict[str, Any] = {"name": name}
+        if payload is not None:
+            body["payload"] = payload
+        response = await self._request("POST", f"/tasks/{task_id}/signal", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
     async def events(self, task_id: uuid.UUID | str) -> builtins.list[Event]:
         response = await self._request("GET", f"/tasks/{task_id}/events")
         return msgspec.json.decode(response.content, type=builtins.list[Event])
+
+    async def why(self, task_id: uuid.UUID | str) -> Any:
+        """Every reason the task is not running now (SPEC §12), as the API returns it."""
+        response = await self._request("GET", f"/tasks/{task_id}/why")
+        return msgspec.json.decode(response.content)
 
     # -- the stream ---------------------------------------------------------------------
 
@@ -162,11 +175,14 @@ class Client:
         queues: Iterable[str] = (),
         all: bool = False,
         include_control: bool = False,
+        since: str | None = None,
     ) -> AsyncIterator[StreamMessage]:
         """Live updates over ``/ws``: for task ids, their current state first, then changes.
 
         Yields ``StateMessage`` and ``TaskMessage``; with ``include_control`` also
         acknowledgements, errors and pings. Ends when the server closes the connection.
+        ``since``: the ``event_id`` of the last change received before; the stream resumes
+        right after it (every covered change since, none twice, no state messages).
         """
         url = "ws" + self.base_url.removeprefix("http") + "/ws"
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -177,6 +193,8 @@ class Client:
                 "queues": builtins.list(queues),
                 "all": all,
             }
+            if since is not None:
+                op["since"] = since
             await ws.send(_encode(op).decode())
             try:
                 async for raw in ws:

@@ -29,6 +29,7 @@ from pgqueue.api.metrics import Metrics
 from pgqueue.api.queues import QueuesController
 from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
+from pgqueue.api.sse import queue_stream, task_stream
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
 from pgqueue.api.ui import DashboardController
@@ -93,6 +94,8 @@ def create_app(
             SchedulesController,
             HealthController,
             stream,
+            task_stream,
+            queue_stream,
             DashboardController,  # GET /ui, the web dashboard (SPEC §14)
         ],
         dependencies={

@@ -233,3 +233,6 @@ class StreamOp(_Input, frozen=True):
         default_factory=list
     )
     all: bool = False
+    # Resume (SPEC §5): the ``event_id`` of the last change received; the server first sends
+    # every covered change after it. Only on a connection's first subscribe.
+    since: Annotated[str, msgspec.Meta(max_length=4096)] | None = None

@@ -1,20 +1,23 @@
 """``WS /ws``: live task updates (SPEC §5), one LISTEN connection per process fanned out here.
 
-The ``Hub`` takes every ``pgqueue_events`` notification from the process's Listener. When
-someone subscribed to the tasks it names, it reads those tasks in ONE query per batch of
-notifications (never one per subscriber), encodes each change ONCE into one ASGI event, and
-offers it to each interested subscriber whose principal may read the task (authorization per
-message). Each change is its own frame; changes are never merged.
+The ``Hub`` is woken by every ``pgqueue_events`` notification from the process's Listener.
+When someone follows a change it names, it reads the audit trail after its position (ONE
+query per batch of notifications, never one per subscriber, and one for the rows of the tasks
+concerned), encodes each change ONCE into one ASGI event carrying its ``event_id``, and offers
+it to each interested subscriber whose principal may read the task (authorization per
+message). Each change is its own frame; changes are never merged. A connection's first
+subscribe joins the router from a snapshot (a resume's ``since``, or now), so it gets every
+change after that point exactly once (docs/architecture.md, "Gap-free stream positions").
 
 An idle subscriber (nothing buffered, its sender task waiting) gets the frame written at once,
 when the transport takes it without waiting. Otherwise the frame goes to its bounded buffer
 (default 10,000 messages: it holds references to the event shared by all subscribers, so it
 costs pointers, not copies; it must exceed the largest burst, e.g. a 10,000-task batch),
 drained by its own sender task. The hub never awaits a subscriber: a full buffer closes that
-connection (code 1013, "try again later"); the client reconnects and resubscribes, getting
-the current state first. So a slow or dead client can neither grow memory nor delay anyone
-else, and the database is never waited on for it. Connections are borrowed from the pool
-only for the batch reads, never held by a stream.
+connection (code 1013, "try again later"); the client reconnects and resumes from its last
+``event_id`` (or resubscribes, getting the current state first). So a slow or dead client can
+neither grow memory nor delay anyone else, and the database is never waited on for it.
+Connections are borrowed from the pool only for the batch reads, never held by a stream.
 
 What one connection may cost is bounded (SPEC §5 "Bounds"): at most ``MAX_TASK_IDS`` task
 ids and ``MAX_QUEUES`` queues; an op that would pass either is refused whole. Every reply is
@@ -43,13 +46,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.api.auth import Principal
 from pgqueue.api.schemas import StreamOp
+from pgqueue.db import stream as db_stream
 from pgqueue.db.listener import Listener
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
-from pgqueue.events import EVENTS, TaskChange, decode_changes
+from pgqueue.db.stream import EVERYTHING, Coverage
+from pgqueue.events import EVENTS, decode_changes
 from pgqueue.stream import (
     Ping,
     Pong,
+    Position,
+    Snapshot,
     StateMessage,
     StreamError,
     Subscribed,
@@ -76,6 +83,9 @@ MAX_QUEUES = 100
 ERROR_REPLIES = 10
 # Bad ops tolerated: a burst of this many, then one per second; past that, close with 1008.
 BAD_OPS = 50
+_TAIL_ROWS = 5_000  # audit rows per read of the trail: one read's changes are sent in a burst
+_REPLAY_ROWS = 1_000  # per read of a replay, sent at the client's pace
+_TAIL_AT_LEAST_S = 1.0  # with notifications coming, read the trail at least this often
 
 
 def _frame(message: msgspec.Struct) -> WebSocketSendEvent:
@@ -147,6 +157,12 @@ class Subscriber:
         self.revalidate = revalidate  # the principal again, from the token (None: insecure)
         self.error_replies = Allowance(ERROR_REPLIES, 1.0)
         self.bad_ops = Allowance(BAD_OPS, 1.0)
+        # Resume (SPEC §5): while ``catching_up`` the hub does not route to this subscriber (it
+        # is being replayed to); then, until the hub's own position covers ``base``, live
+        # changes that ``base`` already saw are skipped (they were replayed).
+        self.catching_up = False
+        self.base: Snapshot | None = None
+        self.started = False  # a subscribe op was handled (``since`` is for the first one)
         self.sent = 0  # frames written, so the keepalive knows whether the socket was idle
         self.send = send  # the socket's ASGI send; None: buffer only (the sender writes)
         self.idle = False  # the sender task waits on an empty outbox, no send in flight
@@ -179,6 +195,18 @@ class Subscriber:
         except asyncio.QueueFull:
             self.close(CLOSE_TOO_SLOW, "too slow: resubscribe")
 
+    async def put(self, frame: WebSocketSendEvent) -> None:
+        """Queue a frame, waiting for room: a replay goes at the pace of the client."""
+        if not self.closing.is_set():
+            await self.outbox.put(frame)
+
+    def coverage(self) -> Coverage:
+        """What this subscription covers, for a replay from the audit trail."""
+        owner = None if self.principal.sees_all else (self.principal.user_id or "")
+        return Coverage(
+            everything=self.all, task_ids=list(self.task_ids), queues=list(self.queues), owner=owner
+        )
+
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code`` (the first reason given stands)."""
         if not self.closing.is_set():
@@ -208,8 +236,27 @@ class Subscriber:
         )
 
 
+class _Request:
+    """A request to the router, done between its reads of the trail: ``sub``'s replay (a
+    resume, or the empty one of a new connection) reached ``snapshot``; join it to the live
+    changes (and, when the hub is cold, start following the trail from there)."""
+
+    def __init__(self, snapshot: Snapshot | None = None, sub: Subscriber | None = None) -> None:
+        self.snapshot = snapshot
+        self.sub = sub
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
 class Hub:
-    """Routes task changes from the Listener to the subscribers of this process."""
+    """Routes task changes from the audit trail to the subscribers of this process.
+
+    Notifications (``pgqueue_events``) only wake the router: it then reads the audit rows
+    after its ``Position`` (``pgqueue.db.stream.replay``, everything), in the order they are
+    sent, so each change goes out with the ``event_id`` a client can resume from. The hub
+    follows the trail only while someone is connected (cold otherwise: no reads at all);
+    the first subscriber's join warms it up. See docs/architecture.md, "Gap-free stream
+    positions".
+    """
 
     def __init__(
         self,
@@ -226,9 +273,14 @@ class Hub:
         self._by_task: defaultdict[TaskId, set[Subscriber]] = defaultdict(set)
         self._by_queue: defaultdict[str, set[Subscriber]] = defaultdict(set)
         self._all: set[Subscriber] = set()
-        # Payloads waiting for the router. Bounded: if the router cannot keep up, every
-        # subscriber is told to resynchronise rather than memory growing without end.
-        self._inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
+        # Payloads (and warm-up requests) waiting for the router. Bounded: if the router
+        # cannot keep up, every subscriber is told to resynchronise rather than memory growing.
+        self._inbox: asyncio.Queue[str | _Request] = asyncio.Queue(maxsize=10_000)
+        # Where the router stands on the trail; None: cold. Only the router sets it, and it
+        # does so as soon as a read returns, before it hands out that read's changes.
+        self.position: Position | None = None
+        self._tailed_at = 0.0
+        self._cold = 0  # times the hub went cold: a read that spans one is discarded
         self._router: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()  # set while nobody is connected
@@ -300,6 +352,10 @@ class Hub:
         self._subscribers.discard(sub)
         if not self._subscribers:
             self._drained.set()
+            # Cold: nobody to follow the trail for. A read under way is discarded (``_cold``),
+            # so the next subscriber does not start from a stale position.
+            self.position = None
+            self._cold += 1
         self._all.discard(sub)
         for tid in sub.task_ids:
             self._unindex(self._by_task, tid, sub)
@@ -309,8 +365,22 @@ class Hub:
     async def subscribe(self, sub: Subscriber, op: StreamOp) -> None:
         """Start following; for task ids, send their current state (readable ones only).
 
-        Checked whole before anything changes: an op that would pass a bound is refused.
+        With ``op.since``: first every covered change after that event id, from the audit
+        trail, then live changes, none missed and none twice (no state messages then: the
+        changes are the news); a ``since`` past retention gets ``since_expired`` and the
+        subscription starts from now. Checked whole before anything changes: an op that would pass
+        a bound is refused.
         """
+        since: Position | None = None
+        if op.since is not None:
+            if sub.started:
+                sub.reject("bad_message", "since: only on a connection's first subscribe")
+                return
+            try:
+                since = Position.decode(op.since)
+            except ValueError:
+                sub.reject("bad_message", "since: not an event id of this stream")
+                return
         new_ids = [t for t in dict.fromkeys(op.task_ids) if t not in sub.task_ids]
         new_queues = [q for q in dict.fromkeys(op.queues) if q not in sub.queues]
         if len(sub.task_ids) + len(new_ids) > MAX_TASK_IDS:
@@ -319,6 +389,15 @@ class Hub:
         if len(sub.queues) + len(new_queues) > MAX_QUEUES:
             sub.reject("too_many", f"queues: at most {MAX_QUEUES} per connection")
             return
+        if since is not None and not await self._retained(since):
+            # Said, and the subscription goes on from now (state first), as after a fresh
+            # subscribe: the client re-reads what it needs instead of retrying forever.
+            sub.reject("since_expired", "since: older than the retained events; from now on")
+            since = None
+        first, resuming = not sub.started, since is not None
+        sub.started = True
+        if first:
+            sub.catching_up = True  # from the moment it is indexed: the router skips it
         if op.all:
             sub.all = True
             self._all.add(sub)
@@ -329,6 +408,12 @@ class Hub:
         for tid in new_ids:
             sub.task_ids.add(tid)
             self._by_task[tid].add(sub)
+        if since is None and first:
+            # A new connection starts where the trail stands now, before its state read, and
+            # joins the router like a resuming one: it gets every change after that point
+            # (whether or not the router has read it yet) and none from before.
+            async with self._pool.connection() as conn:
+                since = Position.at(await db_stream.snapshot(conn))
         accepted = new_ids
         if new_ids:
             found = await self._fetch(new_ids)
@@ -340,13 +425,16 @@ class Hub:
                     missing.append(tid)
                 else:
                     accepted.append(tid)
-                    sub.offer(_frame(StateMessage(task=stream_task(task))))
+                    if not resuming:
+                        sub.offer(_frame(StateMessage(task=stream_task(task))))
             if missing:
                 # One reply for the op, however many ids it named.
                 sub.reject(
                     "not_found",
                     f"task_ids: {len(missing)} tasks do not exist: {', '.join(map(str, missing))}",
                 )
+        if first and since is not None:
+            await self._catch_up(sub, since)
         sub.ack("subscribe", accepted, new_queues)
 
     def unsubscribe(self, sub: Subscriber, op: StreamOp) -> None:
@@ -362,6 +450,11 @@ class Hub:
             self._forget(sub, tid)
         sub.ack("unsubscribe", gone_ids, gone_queues)
 
+    async def readable(self, principal: Principal, task_id: TaskId) -> bool:
+        """Whether the task exists and ``principal`` may read it."""
+        task = (await self._fetch([task_id])).get(task_id)
+        return task is not None and principal.may_read(task.user_id)
+
     def _forget(self, sub: Subscriber, tid: TaskId) -> None:
         sub.task_ids.discard(tid)
         self._unindex(self._by_task, tid, sub)
@@ -373,6 +466,64 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del index[key]
+
+    # -- resume -------------------------------------------------------------------------
+
+    async def _retained(self, since: Position) -> bool:
+        """Whether every audit row after ``since`` is still there (none deleted after it)."""
+        async with self._pool.connection() as conn:
+            deleted = await db_stream.horizon(conn)
+        if deleted is None or deleted < since.a.xmin:
+            return True
+        # Deleted rows of transactions up to ``deleted``: all must be ones ``since`` saw.
+        return since.a.sees(deleted) and not any(x <= deleted for x in since.a.xip)
+
+    async def _catch_up(self, sub: Subscriber, since: Position) -> None:
+        """Replay what ``sub`` covers after ``since``, at the client's pace; then the router
+        joins it to the live changes (``_join``)."""
+        position = since
+        coverage = sub.coverage()
+        while True:
+            async with self._pool.connection() as conn:
+                read = await db_stream.replay(conn, position, coverage, limit=_REPLAY_ROWS)
+            tasks = await self._fetch({row.task_id for row in read.rows}) if read.rows else {}
+            at = Position.at(read.snapshot)
+            for row in read.rows:
+                at = _position_of(row, position, read.snapshot)
+                task = tasks.get(row.task_id)
+                if task is not None:
+                    await sub.put(_change_frame(row, task, at))
+            if len(read.rows) < _REPLAY_ROWS:
+                break
+            position = at  # more to read from where this one stopped
+        request = _Request(read.snapshot, sub)
+        await self._inbox.put(request)
+        await request.done
+
+    async def _join(self, sub: Subscriber, snapshot: Snapshot) -> None:
+        """(The router, between reads.) Send ``sub`` what it covers between ``snapshot`` and
+        where the router stands, then route to it, skipping what its replay saw (``base``).
+
+        The router does not move meanwhile, so one more read (a few changes: the replay was
+        just now) reaches its position; done by the resuming connection itself, the trail
+        moved on between its check and its join, for as long as writers kept writing.
+        """
+        assert self.position is not None
+        position = Position.at(snapshot)
+        coverage = sub.coverage()
+        while not (position.a == position.b and position.b.covers(self.position.b)):
+            async with self._pool.connection() as conn:
+                read = await db_stream.replay(conn, position, coverage, limit=_REPLAY_ROWS)
+            tasks = await self._fetch({row.task_id for row in read.rows}) if read.rows else {}
+            at = Position.at(read.snapshot)
+            for row in read.rows:
+                at = _position_of(row, position, read.snapshot)
+                task = tasks.get(row.task_id)
+                if task is not None:
+                    sub.offer(_change_frame(row, task, at))
+            position = at if len(read.rows) == _REPLAY_ROWS else Position.at(read.snapshot)
+        sub.base = position.b
+        sub.catching_up = False
 
     # -- routing ------------------------------------------------------------------------
 
@@ -388,64 +539,147 @@ class Hub:
 
     async def _route_forever(self) -> None:
         while True:
-            batch = [await self._inbox.get()]
+            try:
+                first = await asyncio.wait_for(self._inbox.get(), _TAIL_AT_LEAST_S)
+            except TimeoutError:
+                # Quiet: read anyway now and then, should a wake-up have been lost.
+                first = _RESYNC
+            batch = [first]
             while not self._inbox.empty() and len(batch) < 100:
                 batch.append(self._inbox.get_nowait())
             try:
                 await self._route(batch)
             except Exception:
-                # A failed read (database restart) must not kill the hub: subscribers of
-                # task ids get the current state again on the next resync.
+                # A failed read (database restart) must not kill the hub, nor lose changes:
+                # the position stays, and the read is tried again.
                 log.exception("stream hub failed to route %d notifications", len(batch))
+                await asyncio.sleep(1)
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._inbox.put_nowait(_RESYNC)
+            finally:
+                for item in batch:
+                    if isinstance(item, _Request) and not item.done.done():
+                        if item.sub is not None:  # its join failed: it must start over
+                            item.sub.close(CLOSE_TOO_SLOW, "resume failed: resubscribe")
+                        item.done.set_result(None)
 
-    async def _route(self, payloads: list[str]) -> None:
-        routed: list[tuple[TaskChange, list[Subscriber]]] = []
-        resync = False
-        for payload in payloads:
-            if payload == _RESYNC:
-                resync = True
-                continue
-            for change in decode_changes(payload):
-                subs = self._interested(change)
-                if subs:
-                    routed.append((change, subs))
-        if resync:
-            await self._resync()
+    async def _route(self, items: list[str | _Request]) -> None:
+        if not self._subscribers:
+            self.position = None  # cold: nobody to follow the trail for
+            return
+        joins = [item for item in items if isinstance(item, _Request) and item.sub is not None]
+        must_read = False
+        if self.position is None:
+            given = [r.snapshot for r in joins if r.snapshot is not None]
+            if not given:
+                return  # notifications before the first subscriber joined
+            # The oldest: every joining subscriber's snapshot covers it.
+            start = next(g for g in given if all(o.covers(g) for o in given))
+            self.position = Position.at(start)
+            # Read at once: changes committed after ``start`` may have been notified already
+            # (to a cold hub, which dropped the notifications).
+            must_read = True
+        for request in joins:
+            sub, snapshot = request.sub, request.snapshot
+            if sub is not None and snapshot is not None and sub in self._subscribers:
+                await self._join(sub, snapshot)
+            if not request.done.done():  # (cancelled when the client left meanwhile)
+                request.done.set_result(None)
+        if not (must_read or self._worth_reading(items)):
+            return
+        while self.position is not None:
+            read_from, cold = self.position, self._cold
+            async with self._pool.connection() as conn:
+                read = await db_stream.replay(conn, read_from, EVERYTHING, limit=_TAIL_ROWS)
+            if self._cold != cold:
+                return  # everyone left meanwhile: the hub is cold, this read is for no one
+            full = len(read.rows) == _TAIL_ROWS
+            last = read.rows[-1] if read.rows else None
+            self.position = (
+                _position_of(last, read_from, read.snapshot)
+                if full and last is not None
+                else Position.at(read.snapshot)
+            )
+            self._tailed_at = time.monotonic()
+            try:
+                await self._deliver(read_from, read)
+            except BaseException:
+                # The position has moved past changes some subscribers did not get: they
+                # must resume from their last event_id, or they would miss them.
+                for sub in list(self._subscribers):
+                    sub.close(CLOSE_TOO_SLOW, "stream interrupted: resume with since")
+                raise
+            if not full:
+                return
+
+    def _worth_reading(self, items: list[str | _Request]) -> bool:
+        """Read the trail when a notified change interests someone, after a resync, or when
+        the last read is a second old: skipped reads only make the next one longer."""
+        if time.monotonic() - self._tailed_at > _TAIL_AT_LEAST_S:
+            return True
+        for item in items:
+            if item == _RESYNC:
+                return True
+            if isinstance(item, str):
+                try:
+                    changes = decode_changes(item)
+                except msgspec.DecodeError:
+                    return True
+                if any(self._interested(c.task_id, c.queue, c.user_id) for c in changes):
+                    return True
+        return False
+
+    async def _deliver(self, read_from: Position, read: db_stream.Replay) -> None:
+        routed: list[tuple[db_stream.EventRow, list[Subscriber]]] = []
+        for row in read.rows:
+            subs = self._interested(row.task_id, row.queue, row.user_id)
+            if subs:
+                routed.append((row, subs))
         if not routed:
             return
-        tasks = await self._fetch({change.task_id for change, _ in routed})
-        for change, subs in routed:
-            task = tasks.get(change.task_id)
+        tasks = await self._fetch({row.task_id for row, _ in routed})
+        for row, subs in routed:
+            task = tasks.get(row.task_id)
             if task is None:
                 continue  # purged meanwhile
-            view = msgspec.structs.replace(stream_task(task), status=change.status)
-            frame = _frame(TaskMessage(event=change.event, task=view))
+            at = _position_of(row, read_from, read.snapshot)
+            shared: WebSocketSendEvent | None = None
             for sub in subs:
-                sub.offer(frame)
+                if sub.base is not None:
+                    if at.a.covers(sub.base):
+                        sub.base = None  # the trail has passed what its replay saw
+                    elif sub.base.sees(row.xid):
+                        continue  # replayed already
+                    else:
+                        sub.offer(_change_frame(row, task, Position(sub.base, at.b, row.id)))
+                        continue
+                if shared is None:
+                    shared = _change_frame(row, task, at)
+                sub.offer(shared)
             await asyncio.sleep(0)  # let the senders drain between changes of a burst
 
-    def _interested(self, change: TaskChange) -> list[Subscriber]:
-        candidates = self._all.union(
-            self._by_task.get(change.task_id, ()), self._by_queue.get(change.queue, ())
-        )
-        return [s for s in candidates if s.principal.may_read(change.user_id)]
-
-    async def _resync(self) -> None:
-        ids = set(self._by_task)
-        tasks = await self._fetch(ids) if ids else {}
-        for tid, subs in list(self._by_task.items()):
-            task = tasks.get(tid)
-            if task is None:
-                continue
-            frame = _frame(StateMessage(task=stream_task(task)))
-            for sub in subs:
-                sub.offer(frame)
+    def _interested(self, task_id: TaskId, queue: str, owner: str | None) -> list[Subscriber]:
+        candidates = self._all.union(self._by_task.get(task_id, ()), self._by_queue.get(queue, ()))
+        return [s for s in candidates if not s.catching_up and s.principal.may_read(owner)]
 
     async def _fetch(self, ids: Iterable[TaskId]) -> dict[TaskId, Task]:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=task_row)
             await cur.execute(QUERIES["task_get_many"], {"ids": list(ids)})
             return {t.id: t for t in await cur.fetchall()}
+
+
+def _position_of(row: db_stream.EventRow, read_from: Position, snapshot: Snapshot) -> Position:
+    """The position just after ``row`` in a read from ``read_from`` made in ``snapshot``:
+    rows ``read_from.b`` saw come first, then the newer ones, each run by id."""
+    if row.in_b:
+        return Position(read_from.a, read_from.b, row.id)
+    return Position(read_from.b, snapshot, row.id)
+
+
+def _change_frame(row: db_stream.EventRow, task: Task, at: Position) -> WebSocketSendEvent:
+    view = msgspec.structs.replace(stream_task(task), status=row.status)
+    return _frame(TaskMessage(event=row.event, task=view, event_id=at.encode()))
 
 
 # -- the WebSocket endpoint ------------------------------------------------------------
@@ -497,20 +731,35 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
 
 
 async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) -> None:
-    with contextlib.suppress(WebSocketDisconnect):
-        while not sub.closing.is_set():
-            raw = await socket.receive_data(mode="text")
-            try:
-                op = _decode_op.decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                sub.reject("bad_message", f"message: {str(exc)[:200]}")
-                continue
-            if op.op == "ping":
-                sub.offer(_PONG)
-            elif op.op == "subscribe":
-                await hub.subscribe(sub, op)
-            else:
-                hub.unsubscribe(sub, op)
+    """Read and apply ops, one at a time. A resume (``since``) runs beside the reading, so a
+    client that leaves during its replay is noticed; later ops wait for it."""
+    resume: asyncio.Task[None] | None = None
+    try:
+        with contextlib.suppress(WebSocketDisconnect):
+            while not sub.closing.is_set():
+                raw = await socket.receive_data(mode="text")
+                try:
+                    op = _decode_op.decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    sub.reject("bad_message", f"message: {str(exc)[:200]}")
+                    continue
+                if op.op == "ping":
+                    sub.offer(_PONG)
+                    continue
+                if resume is not None:
+                    await resume
+                    resume = None
+                if op.op == "subscribe" and op.since is not None and not sub.started:
+                    resume = asyncio.create_task(hub.subscribe(sub, op), name="pgqueue-ws-resume")
+                elif op.op == "subscribe":
+                    await hub.subscribe(sub, op)
+                else:
+                    hub.unsubscribe(sub, op)
+    finally:
+        if resume is not None:
+            resume.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resume
 
 
 async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber) -> None:

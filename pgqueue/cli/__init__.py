@@ -32,6 +32,7 @@ COMMANDS = [
     "schedule",
     "purge",
     "health",
+    "mcp",
 ]
 
 

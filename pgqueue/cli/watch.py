@@ -115,12 +115,18 @@ def _percent(task: Task) -> float | None:
 
 def _message(task: Task) -> str:
     value = (task.progress or {}).get("message")
-    return value if isinstance(value, str) else ""
+    return printable(value) if isinstance(value, str) else ""
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters: a handler's message must not move the cursor,
+    clear the operator's screen or break the one-line bar (newlines become spaces)."""
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def _outcome(task: Task) -> str:
     if task.status is Status.FAILED and task.error:
-        return f"failed: {task.error.get('type')}: {task.error.get('message')}"
+        return printable(f"failed: {task.error.get('type')}: {task.error.get('message')}")
     return str(task.status)
 
 
@@ -142,7 +148,7 @@ class Lines(Display):
                 if isinstance(percent, int | float):
                     line += f" {percent:.0f}%"
                 if isinstance(event.data.get("message"), str):
-                    line += f" {event.data['message']}"
+                    line += f" {printable(event.data['message'])}"
             self.out.write(line + "\n")
         self.out.flush()
 

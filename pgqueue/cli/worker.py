@@ -62,6 +62,9 @@ def load_app(spec: str) -> App:
 def run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise InvalidInput("processes", f"must be >= 1, got {args.processes}")
+    if args.processes > 1 and args.worker_id:
+        # One id for several processes (or for a restarted one) would share leases.
+        raise InvalidInput("worker_id", "cannot be given with --processes: each needs its own")
     app = load_app(args.app)  # also in the supervisor: a bad APP fails once, here
     if args.processes > 1:
         from pgqueue.cli.processes import Supervisor, without_processes_flag

@@ -125,6 +125,21 @@ def test_a_child_that_cannot_start_stops_the_supervisor_with_its_status() -> Non
     assert "PGQUEUE_DSN" in done.stderr
 
 
+def test_one_worker_id_for_several_processes_is_refused() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    env.update(PYTHONPATH=str(ROOT), PGQUEUE_DSN="postgresql://unused")
+    done = subprocess.run(
+        [*PGQUEUE, "worker", "pgqueue.demo:app", "--processes", "2", "--worker-id", "w1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "worker_id" in done.stderr
+
+
 def test_children_run_the_same_command_without_processes() -> None:
     argv = ["worker", "a:app", "--processes", "3", "--concurrency", "4", "--processes=2"]
     assert without_processes_flag(argv) == ["worker", "a:app", "--concurrency", "4"]

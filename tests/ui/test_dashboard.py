@@ -221,9 +221,12 @@ async def test_cancel_and_retry_from_the_task_page(
         stack.open_gate(stack.gate("later"))
 
 
-async def test_a_failed_task_shows_its_traceback(stack: Stack, new_page: Any) -> None:
+async def test_a_failed_task_shows_its_traceback_and_its_family(
+    stack: Stack, new_page: Any
+) -> None:
     async with stack.http(stack.tokens.alice) as alice:
-        task = await enqueue(alice, "ui.boom")
+        task = await enqueue(alice, "ui.boom", max_retries=0)
+        child = await enqueue(alice, "ui.boom", max_retries=0, parent_id=task["id"])
     page = await new_page()
     await sign_in(page, stack.url, stack.tokens.alice)
     await page.goto(f"{stack.url}/ui#/tasks/{task['id']}")
@@ -234,6 +237,12 @@ async def test_a_failed_task_shows_its_traceback(stack: Stack, new_page: Any) ->
     assert "boom: the handler failed on purpose" in await page.locator("#block-error").inner_text()
     assert await page.locator("#retry").is_visible()
     assert await page.locator("#cancel").is_hidden()
+
+    # Parent and children are links, both ways.
+    await page.locator(f'#children a[href="#/tasks/{child["id"]}"]').click()
+    await page.locator('[data-field="id"]', has_text=child["id"]).wait_for()
+    await page.locator(f'[data-field="parent_id"] a[href="#/tasks/{task["id"]}"]').click()
+    await page.locator(f'#children a[href="#/tasks/{child["id"]}"]').wait_for()
 
 
 async def test_a_user_token_never_shows_another_users_task(
@@ -440,6 +449,28 @@ async def test_the_stream_reconnects_and_shows_what_changed_meanwhile(
     await wait_healthy(stack.url, restarted)
     await page.locator('#live[data-state="live"]').wait_for(timeout=30_000)
     await row(page, str(task.id), "completed").wait_for(timeout=30_000)
+
+
+async def test_a_revoked_token_is_signed_out(
+    stack: Stack, new_page: Any, problems: Problems
+) -> None:
+    page = await new_page()
+    await sign_in(page, stack.url, stack.tokens.bob)
+    await page.goto(f"{stack.url}/ui#/tasks")
+    await page.locator("#tasks").wait_for()
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "pgqueue", "token", "revoke", stack.tokens.bob[:10]],
+        cwd=ROOT,
+        env={**os.environ, "PGQUEUE_DSN": stack.settings.dsn},
+        check=True,
+        capture_output=True,
+    )
+    # The stream closes with 4401 once the server's token cache forgets the token (or the
+    # next API call answers 401): either way the page asks for a token again.
+    problems.allow(401, r".*")
+    await page.locator("#signin-error", has_text="Signed out").wait_for(timeout=30_000)
+    assert await page.evaluate("() => sessionStorage.getItem('pgqueue.token')") is None
 
 
 def dev_process(dsn: str, port: int) -> subprocess.Popen[bytes]:

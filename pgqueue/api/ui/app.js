@@ -17,6 +17,9 @@ const SCHEDULES_POLL_MS = 10000;
 const PAGE_SIZE = 50;
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const STATUSES = ["pending", "running", "blocked", "waiting", "completed", "failed", "cancelled"];
+// Offered as filters only once the server reports them (GET /queues counts them per queue).
+const OPTIONAL_STATUSES = new Set(["blocked", "waiting"]);
+const EVENTS_SHOWN = 200; // newest events drawn at first; the rest on request
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
@@ -26,6 +29,7 @@ const state = {
   wsBackoff: 500,
   streamDropped: false, // the stream was open and closed: changes may have been missed
   lastEventId: null,
+  statuses: new Set(STATUSES.filter((s) => !OPTIONAL_STATUSES.has(s))), // the server's
 };
 
 // -- DOM helpers ---------------------------------------------------------------------------
@@ -400,17 +404,26 @@ function throttle(fn, ms) {
   };
 }
 
+/** Call fn now and every `ms` while the tab is visible (a hidden tab costs the API nothing). */
 function poller(fn, ms) {
   let stopped = false;
   let timer = null;
   const run = async () => {
-    await fn();
+    if (!document.hidden) await fn();
     if (!stopped) timer = setTimeout(run, ms);
   };
+  const onVisible = () => {
+    if (!document.hidden && !stopped) {
+      clearTimeout(timer);
+      run();
+    }
+  };
+  document.addEventListener("visibilitychange", onVisible);
   run();
   return () => {
     stopped = true;
     clearTimeout(timer);
+    document.removeEventListener("visibilitychange", onVisible);
   };
 }
 
@@ -461,6 +474,7 @@ function overviewView() {
       return;
     }
     problem.replaceChildren();
+    noteStatuses(queues);
     const now = Date.now();
     if (now - lastSample >= OVERVIEW_POLL_MS - 250) {
       lastSample = now;
@@ -504,6 +518,10 @@ function limitsText(q) {
     parts.push(`${key.replace(/_/g, " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
   }
   return parts.join("; ") || "none";
+}
+
+function noteStatuses(queues) {
+  for (const q of queues) for (const s of OPTIONAL_STATUSES) if (s in q) state.statuses.add(s);
 }
 
 function queuesTable(queues) {
@@ -683,7 +701,8 @@ function filterForm(filters) {
   const input = (name) => h("input", { id: `f-${name}`, name, value: filters[name], size: 14, autocomplete: "off" });
   const status = h("select", { id: "f-status", name: "status" },
     h("option", { value: "" }, "any"),
-    STATUSES.map((s) => h("option", { value: s, selected: filters.status === s }, s)));
+    STATUSES.filter((s) => state.statuses.has(s) || filters.status === s)
+      .map((s) => h("option", { value: s, selected: filters.status === s }, s)));
   return h("form", {
     class: "filters panel",
     "aria-label": "Filter tasks",
@@ -717,6 +736,7 @@ const TIME_FIELDS = /(_at)$/;
 
 function taskView(id) {
   let task = null;
+  let showAllEvents = false;
   const head = h("div", {});
   const alert = h("p", { class: "alert", role: "alert", id: "action-error" });
   const progressBox = h("div", { class: "progress-big" });
@@ -851,11 +871,25 @@ function taskView(id) {
       timeline.replaceChildren(h("li", {}, `events: ${err}`));
       return;
     }
-    timeline.replaceChildren(...events.map((e) => h("li", { "data-event": e.event },
+    const item = (e) => h("li", { "data-event": e.event },
       h("span", { class: "when" }, fmtTime(e.at)),
       h("strong", {}, e.event), ` → ${e.status}, attempt ${e.attempt}`,
       e.worker_id ? h("span", { class: "muted" }, ` on ${e.worker_id}`) : "",
-      e.data !== null && e.data !== undefined ? h("details", {}, h("summary", {}, "data"), h("pre", {}, json(e.data))) : "")));
+      e.data !== null && e.data !== undefined ? h("details", {}, h("summary", {}, "data"), h("pre", {}, json(e.data))) : "");
+    // A long task reports progress thousands of times: the oldest ones wait behind a button.
+    const hidden = showAllEvents ? 0 : Math.max(0, events.length - EVENTS_SHOWN);
+    timeline.replaceChildren(...events.slice(hidden).map(item));
+    if (hidden) {
+      timeline.prepend(h("li", { class: "more" }, h("button", {
+        type: "button",
+        class: "secondary",
+        id: "all-events",
+        onclick() {
+          showAllEvents = true;
+          loadEvents();
+        },
+      }, `Show the ${fmtNum(hidden)} older events`)));
+    }
     if (!events.length) timeline.replaceChildren(h("li", {}, "no events"));
   }
 

@@ -1,0 +1,1 @@
+"""``pgqueue mcp``: the HTTP API as Model Context Protocol tools (SPEC §16); see ``server``."""
