@@ -96,6 +96,10 @@ class Queue:
         self.settings = settings or Settings.from_env()
         self.app = app
         self._dsn = dsn or self.settings.dsn
+        # LISTEN directly (PGQUEUE_LISTEN_DSN) unless given a DSN of its own to use for all
+        self._listen_dsn = (
+            self.settings.listen_target if self._dsn == self.settings.dsn else self._dsn
+        )
         if pool is None and not self._dsn:
             raise InvalidInput("dsn", "no database: pass a DSN or set PGQUEUE_DSN")
         self._own_pool = pool is None
@@ -503,7 +507,7 @@ class Queue:
         """The task watcher of this Queue, starting its LISTEN connection on first use."""
         async with self._listener_lock:
             if self._listener is None:
-                self._listener = Listener(self._dsn, [EVENTS])
+                self._listener = Listener(self._listen_dsn, [EVENTS])
             if self._watcher is None:
                 self._watcher = TaskWatcher(self._listener)
             if self._own_listener and not self._listener.connected:

@@ -21,6 +21,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every knob of pgqueue; each is also the ``PGQUEUE_<NAME>`` environment variable."""
 
     dsn: str = ""  # empty: `pgqueue dev` starts an embedded PostgreSQL
+    # The direct connection each process LISTENs on (empty: the DSN). Set it when the DSN is
+    # a PgBouncer in transaction mode, whose server sessions change between transactions.
+    listen_dsn: str = ""
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     heartbeat_s: Seconds = 10.0
@@ -45,6 +48,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_s: BackoffSeconds = 300.0
     pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10
     data_dir: str = ".pgqueue"  # embedded PostgreSQL data for `pgqueue dev`
+
+    @property
+    def listen_target(self) -> str:
+        """Where this process LISTENs: ``listen_dsn``, else the DSN."""
+        return self.listen_dsn or self.dsn
 
     @property
     def result_limit(self) -> int:

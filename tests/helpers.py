@@ -19,6 +19,10 @@ from pgqueue.worker.loop import Worker
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
+# A pooled DSN (PgBouncer, tests/topology) -> the direct DSN its processes LISTEN on, so the
+# suites re-run through a pooler get PGQUEUE_LISTEN_DSN set like a real deployment.
+LISTEN_DSNS: dict[str, str] = {}
+
 
 async def wait_for(
     probe: Callable[[], Awaitable[T]],
@@ -42,6 +46,7 @@ def fast_settings(dsn: str, **overrides: Any) -> Settings:
     """Short heartbeats and stalls so crash tests finish in seconds, not minutes."""
     values: dict[str, Any] = {
         "dsn": dsn,
+        "listen_dsn": LISTEN_DSNS.get(dsn, ""),
         "heartbeat_s": 0.5,
         "stall_s": 3.0,
         "reap_s": 0.5,
@@ -77,6 +82,7 @@ def worker_process(
     env = {
         **os.environ,
         "PGQUEUE_DSN": settings.dsn,
+        "PGQUEUE_LISTEN_DSN": settings.listen_dsn,
         "PGQUEUE_HEARTBEAT_S": str(settings.heartbeat_s),
         "PGQUEUE_STALL_S": str(settings.stall_s),
         "PGQUEUE_REAP_S": str(settings.reap_s),

@@ -62,7 +62,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = create_pool(settings.dsn, min_size=2, max_size=settings.pool_size)
         await pool.open(wait=True)
-        listener = Listener(settings.dsn, [EVENTS, WAKEUP])
+        listener = Listener(settings.listen_target, [EVENTS, WAKEUP])
         hub = Hub(listener, pool, buffer=ws_buffer)
         services = Services(
             settings, pool, listener, Authenticator(pool, insecure=insecure), metrics, hub

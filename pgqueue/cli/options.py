@@ -11,6 +11,7 @@ from pgqueue.settings import Settings
 
 _HELP = {
     "dsn": "PostgreSQL DSN (PGQUEUE_DSN)",
+    "listen_dsn": "direct PostgreSQL DSN for LISTEN when the DSN is a pooler (PGQUEUE_LISTEN_DSN)",
     "host": "HTTP bind address (PGQUEUE_HOST)",
     "port": "HTTP port (PGQUEUE_PORT)",
 }

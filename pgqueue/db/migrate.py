@@ -3,7 +3,8 @@
 ``sql/migrations/NNNN_name.sql`` run once each, in order, each in its own transaction and
 recorded in ``pgqueue.migrations``. Then ``sql/functions/*.sql`` and ``sql/views/*.sql`` are
 re-applied (``CREATE OR REPLACE``), so each function and view is defined in exactly one file.
-Two processes migrating at once queue on the advisory lock; the second finds nothing to do.
+Two processes migrating at once queue on the advisory lock (held per transaction, so it is
+safe through PgBouncer); the second finds nothing to do.
 """
 
 from __future__ import annotations
@@ -48,36 +49,48 @@ def _sql(path: Path) -> bytes:
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """Bring the schema up to date; return the names of the migrations applied now."""
+    """Bring the schema up to date; return the names of the migrations applied now.
+
+    Each step is one transaction that first takes a transaction-level advisory lock: a
+    session lock would be wrong through PgBouncer in transaction mode (the unlock may reach
+    another server session, and the lock would outlive ``migrate`` on the one it was taken).
+    """
     applied_now: list[str] = []
     await conn.set_autocommit(True)
-    await conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-    try:
+    async with conn.transaction():
+        await _lock(conn)
         await conn.execute(
             "CREATE SCHEMA IF NOT EXISTS pgqueue;"
             "CREATE TABLE IF NOT EXISTS pgqueue.migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        cur = await conn.execute("SELECT version FROM pgqueue.migrations")
-        done = {row[0] for row in await cur.fetchall()}
-        for version, path in migration_files():
-            if version in done:
+    for version, path in migration_files():
+        async with conn.transaction():
+            await _lock(conn)
+            # Checked under the lock: a racing migrate may have applied it meanwhile.
+            cur = await conn.execute(
+                "SELECT 1 FROM pgqueue.migrations WHERE version = %s", (version,)
+            )
+            if await cur.fetchone() is not None:
                 continue
+            await conn.execute(_sql(path))
+            await conn.execute(
+                "INSERT INTO pgqueue.migrations (version, name) VALUES (%s, %s)",
+                (version, path.name),
+            )
+        applied_now.append(path.name)
+    for folder in ("functions", "views"):
+        for path in sorted((sql_dir() / folder).glob("*.sql")):
             async with conn.transaction():
+                await _lock(conn)
                 await conn.execute(_sql(path))
-                await conn.execute(
-                    "INSERT INTO pgqueue.migrations (version, name) VALUES (%s, %s)",
-                    (version, path.name),
-                )
-            applied_now.append(path.name)
-        for folder in ("functions", "views"):
-            for path in sorted((sql_dir() / folder).glob("*.sql")):
-                async with conn.transaction():
-                    await conn.execute(_sql(path))
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
     return applied_now
+
+
+async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Queue behind any other migrate until this transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
 
 
 async def current_version(conn: psycopg.AsyncConnection[Any]) -> int:

@@ -94,7 +94,7 @@ class Worker:
         self.pool: AsyncConnectionPool = create_pool(
             settings.dsn, min_size=2, max_size=max(4, min(concurrency, 20))
         )
-        self.listener = Listener(settings.dsn, [WAKEUP, CANCEL])
+        self.listener = Listener(settings.listen_target, [WAKEUP, CANCEL])
         # the handlers' Queue (children, wait_children) shares the pool and the LISTEN
         queue = Queue(settings=settings, pool=self.pool, listener=self.listener)
         self.outbox = Outbox(

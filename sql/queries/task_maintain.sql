@@ -24,7 +24,7 @@ RETURNING t.cancel_requested;
 -- Save a checkpoint a later attempt resumes from (also a heartbeat).
 UPDATE pgqueue.tasks t
    SET checkpoint = jsonb_build_object('token', %(token)s::text, 'data', %(data)s::jsonb,
-                                       'saved_at', now()),
+                                       'saved_at', pgqueue.utc_text(now())),
        heartbeat_at = now(), updated_at = now()
  WHERE t.id = %(id)s AND t.status = 'running' AND t.attempts = %(attempt)s
    AND t.worker_id = %(worker_id)s
@@ -38,7 +38,7 @@ UPDATE pgqueue.tasks t
        checkpoint = CASE WHEN %(checkpoint)s::jsonb IS NULL THEN t.checkpoint
                          ELSE jsonb_build_object('token', %(checkpoint)s::jsonb->'token',
                                                  'data', %(checkpoint)s::jsonb->'data',
-                                                 'saved_at', now()) END,
+                                                 'saved_at', pgqueue.utc_text(now())) END,
        usage = pgqueue.usage_add(t.usage, %(usage)s::jsonb),
        heartbeat_at = now(), updated_at = now()
  WHERE t.id = %(id)s AND t.status = 'running' AND t.attempts = %(attempt)s

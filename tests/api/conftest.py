@@ -159,6 +159,7 @@ def serve_process(settings: Settings, port: int, *args: str) -> subprocess.Popen
     env = {
         **os.environ,
         "PGQUEUE_DSN": settings.dsn,
+        "PGQUEUE_LISTEN_DSN": settings.listen_dsn,
         "PGQUEUE_PORT": str(port),
         "PGQUEUE_HEARTBEAT_S": str(settings.heartbeat_s),
         "PGQUEUE_REAP_S": str(settings.reap_s),

@@ -291,7 +291,8 @@ async def test_trigger_functions_never_plan_nested_loops(
         "SELECT proname, proconfig FROM pg_proc WHERE proname IN ('on_tasks_insert', 'on_tasks_update')"
     )
     configs = dict(await cur.fetchall())
+    # (TimeZone=UTC: the JSON times they write must not depend on the session, see 0009)
     assert configs == {
-        "on_tasks_insert": ["enable_nestloop=off"],
-        "on_tasks_update": ["enable_nestloop=off"],
+        "on_tasks_insert": ["enable_nestloop=off", "TimeZone=UTC"],
+        "on_tasks_update": ["enable_nestloop=off", "TimeZone=UTC"],
     }

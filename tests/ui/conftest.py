@@ -96,7 +96,9 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 @pytest.fixture
 async def stack(dsn: str, tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> Stack:
-    settings = fast_settings(dsn)
+    # Nothing here tests stalls: a long stall time keeps a loaded machine's late heartbeat
+    # from requeueing a task the browser is watching.
+    settings = fast_settings(dsn, stall_s=30.0)
     tokens = Tokens(
         admin=await create_token(dsn, "root", "admin"),
         alice=await create_token(dsn, "alice", "user"),

@@ -20,7 +20,10 @@ _conn: psycopg.AsyncConnection[Any] | None = None
 async def record(ctx: pgqueue.Context) -> None:
     global _conn
     if _conn is None or _conn.closed:
-        _conn = await psycopg.AsyncConnection.connect(os.environ["PGQUEUE_DSN"], autocommit=True)
+        # no prepared statements: tests/topology runs these handlers through PgBouncer
+        _conn = await psycopg.AsyncConnection.connect(
+            os.environ["PGQUEUE_DSN"], autocommit=True, prepare_threshold=None
+        )
     await _conn.execute(
         "INSERT INTO executions (task_id, attempt, pid) VALUES (%s, %s, %s)",
         (ctx.task_id, ctx.attempt, os.getpid()),

@@ -371,6 +371,7 @@ function route() {
         if (a.dataset.view === name) a.setAttribute("aria-current", "page");
         else a.removeAttribute("aria-current");
       }
+      delete main().dataset.taskStatus;
       state.view = make(m);
       main().focus({ preventScroll: true });
       return;
@@ -455,6 +456,7 @@ function overviewView() {
   );
   let samples = loadSamples();
   let lastSample = 0;
+  let active = true;
 
   const draw = () => {
     drawChart(chartThroughput, samples, [{ key: "throughput", label: "completed per minute", cls: "a" }],
@@ -466,6 +468,7 @@ function overviewView() {
   };
 
   const refresh = async () => {
+    if (!active) return;
     let queues;
     try {
       queues = await api("/queues");
@@ -473,6 +476,7 @@ function overviewView() {
       problem.replaceChildren(apiProblem(err, "Queues"));
       return;
     }
+    if (!active) return;
     problem.replaceChildren();
     noteStatuses(queues);
     const now = Date.now();
@@ -500,6 +504,7 @@ function overviewView() {
     onTask: soon,
     onReconnect: refresh,
     stop() {
+      active = false;
       stopPoll();
       window.removeEventListener("resize", onResize);
     },
@@ -737,6 +742,7 @@ const TIME_FIELDS = /(_at)$/;
 function taskView(id) {
   let task = null;
   let showAllEvents = false;
+  let active = true; // false once the view is left: late answers must not touch the page
   const head = h("div", {});
   const alert = h("p", { class: "alert", role: "alert", id: "action-error" });
   const progressBox = h("div", { class: "progress-big" });
@@ -798,6 +804,7 @@ function taskView(id) {
   }
 
   function update(t) {
+    if (!active) return;
     task = { ...(task || {}), ...t };
     const pct = progressOf(task);
     head.replaceChildren(
@@ -918,6 +925,7 @@ function taskView(id) {
     try {
       update(await api(`/tasks/${encodeURIComponent(id)}`));
     } catch (err) {
+      if (!active) return false;
       const msg = err.status === 404 ? `There is no task ${id} that this token may see.` : String(err);
       head.replaceChildren(title("Task not found"));
       setMain(head, h("p", { class: "alert", role: "alert", id: "not-found" }, msg), h("p", {}, h("a", { href: "#/tasks" }, "All tasks")));
@@ -942,6 +950,7 @@ function taskView(id) {
     },
     onReconnect: load,
     stop() {
+      active = false;
       if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ op: "unsubscribe", task_ids: [id] }));
     },
   };
