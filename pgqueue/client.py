@@ -50,6 +50,8 @@ class LeasedTask(Task, frozen=True):
     """A claimed task with the lease to send back with every report."""
 
     lease: str
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §10
+    signals: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §11: sent so far
 
 
 _encode = msgspec.json.Encoder().encode
@@ -254,6 +256,14 @@ class Client:
     async def release(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
         body = {"lease": lease, **outcome}
         response = await self._request("POST", f"/tasks/{task_id}/release", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def wait_for_signal(
+        self, task_id: uuid.UUID | str, lease: str, signal: str, **fields: Any
+    ) -> Task:
+        """Remote worker: end the attempt as a wait for ``signal`` (SPEC §11)."""
+        body = {"lease": lease, "signal": signal, **fields}
+        response = await self._request("POST", f"/tasks/{task_id}/wait", body=body)
         return msgspec.json.decode(response.content, type=Task)
 
     # -- plumbing -----------------------------------------------------------------------

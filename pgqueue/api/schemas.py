@@ -80,6 +80,29 @@ class LeasedTask(Task, frozen=True):
     """A claimed task with its lease: send the lease with every heartbeat and outcome."""
 
     lease: str
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §10
+    signals: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §11: sent so far
+
+
+SignalName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+
+
+class SignalIn(_Input, frozen=True):
+    """``POST /tasks/{id}/signal`` (SPEC §11)."""
+
+    name: SignalName
+    payload: Any = None
+
+
+class WaitIn(_Input, frozen=True):
+    """``POST /tasks/{id}/wait``: a remote worker ends the attempt as a wait (SPEC §11)."""
+
+    lease: Lease
+    signal: SignalName
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400.0)] | None = None
+    usage: UsageIn | None = None
 
 
 class Heartbeat(_Input, frozen=True):

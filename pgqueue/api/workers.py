@@ -30,6 +30,7 @@ from pgqueue.api.schemas import (
     LeasedTask,
     Release,
     UsageIn,
+    WaitIn,
     WorkerStatus,
 )
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
@@ -37,7 +38,7 @@ from pgqueue.api.wakeup import first_of
 from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
-from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released, name_of
+from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released, Waiting, name_of
 from pgqueue.tasks import Task, Usage, lease_parse, result_json
 
 _encode = msgspec.json.Encoder().encode
@@ -144,7 +145,17 @@ class WorkersController(Controller):
             if task.started_at is not None:
                 wait = (task.started_at - task.run_at).total_seconds()
                 services.metrics.claim_wait.observe(max(wait, 0.0))
-        return [LeasedTask(**msgspec.structs.asdict(t), lease=t.lease) for t in claimed]
+        results = await transitions.dependency_results(services.pool, claimed)
+        signals = await transitions.signal_payload(services.pool, [t.id for t in claimed])
+        return [
+            LeasedTask(
+                **msgspec.structs.asdict(t),
+                lease=t.lease,
+                dependency_results=results.get(t.id, {}),
+                signals=signals.get(t.id, {}),
+            )
+            for t in claimed
+        ]
 
     @post("/tasks/{task_id:str}/heartbeat", status_code=HTTP_200_OK, summary="Heartbeat")
     async def heartbeat(
@@ -260,6 +271,20 @@ class WorkersController(Controller):
         """
         require(principal, Role.WORKER, Role.ADMIN)
         outcome = Released(usage=_usage(data.usage))
+        return await _finish(services, principal, fence(task_id, data.lease), outcome)
+
+    @post("/tasks/{task_id:str}/wait", status_code=HTTP_200_OK, summary="Wait for a signal")
+    async def wait(
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[WaitIn],
+        services: ServicesDep,
+        principal: PrincipalDep,
+    ) -> Task:
+        """End the attempt as a wait for ``signal`` (SPEC §11): ``waiting``, the attempt given
+        back; ``pending`` at once if that signal was sent meanwhile."""
+        require(principal, Role.WORKER, Role.ADMIN)
+        outcome = Waiting(signal=data.signal, timeout_s=data.timeout_s, usage=_usage(data.usage))
         return await _finish(services, principal, fence(task_id, data.lease), outcome)
 
     @get("/workers", summary="Live workers")

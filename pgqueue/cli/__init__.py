@@ -31,6 +31,7 @@ COMMANDS = [
     "queue",
     "schedule",
     "purge",
+    "signal",
     "health",
     "mcp",
 ]

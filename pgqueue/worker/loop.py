@@ -34,6 +34,7 @@ from pgqueue.worker.handlers import App, worker_queues
 from pgqueue.worker.heartbeat import HeartbeatAnswer
 from pgqueue.worker.outbox import Outbox
 from pgqueue.worker.reporter import DatabaseReporter
+from pgqueue.worker.webhooks import with_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Worker:
         concurrency: int = 10,
         worker_id: str | None = None,
     ) -> None:
+        app, queues = with_webhooks(app, queues, settings)  # the built-in deliveries (§13)
         self.app = app
         self.settings = settings
         self.queues = worker_queues(app, queues, concurrency)

@@ -31,6 +31,7 @@ from pgqueue.outcomes import (
     Failed,
     Outcome,
     Released,
+    Waiting,
     unrecordable,
 )
 from pgqueue.tasks import Task, TaskId, new_worker_id
@@ -203,6 +204,10 @@ class HttpRecorder:
             await self._client.cancelled(task.id, task.lease, usage=usage)
         elif isinstance(outcome, Released):
             await self._client.release(task.id, task.lease, usage=usage)
+        elif isinstance(outcome, Waiting):
+            await self._client.wait_for_signal(
+                task.id, task.lease, outcome.signal, timeout_s=outcome.timeout_s, usage=usage
+            )
 
 
 class RemoteWorker:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import StaleLease
 from pgqueue.queue import Queue, new_task
@@ -50,6 +51,13 @@ class DatabaseReporter:
     async def wait(self, task: Task, timeout_s: float | None) -> Task:
         return await self._queue.wait(task.id, timeout_s=timeout_s)
 
+    async def dependency_results(self, task: Task) -> dict[str, Any]:
+        return (await transitions.dependency_results(self._pool, [task])).get(task.id, {})
+
+    async def signal_payload(self, task: Task, name: str) -> tuple[bool, Any]:
+        found = (await transitions.signal_payload(self._pool, [task.id], name)).get(task.id, {})
+        return (name in found, found.get(name))
+
     async def _update(self, query: str, task: Task, params: dict[str, Any]) -> bool:
         fence = {"id": task.id, "attempt": task.attempts, "worker_id": task.worker_id}
         async with self._pool.connection() as conn:
@@ -87,3 +95,13 @@ class HttpReporter:
 
     async def wait(self, task: Task, timeout_s: float | None) -> Task:
         return await self._client.wait(task.id, timeout_s=timeout_s)
+
+    async def dependency_results(self, task: Task) -> dict[str, Any]:
+        """The claim answered them (``LeasedTask.dependency_results``): no request."""
+        return dict(getattr(task, "dependency_results", {}))
+
+    async def signal_payload(self, task: Task, name: str) -> tuple[bool, Any]:
+        """The claim answered the signals sent so far (``LeasedTask.signals``): no request.
+        One sent since is not lost: recording the wait finds it and the task runs again."""
+        signals: dict[str, Any] = getattr(task, "signals", {})
+        return (name in signals, signals.get(name))

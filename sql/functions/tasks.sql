@@ -148,7 +148,9 @@ CREATE OR REPLACE FUNCTION pgqueue.enqueue(
     user_id text DEFAULT NULL,
     tags text[] DEFAULT '{}',
     parent_id uuid DEFAULT NULL,
-    idempotency_ttl interval DEFAULT interval '1 day')
+    idempotency_ttl interval DEFAULT interval '1 day',
+    depends_on uuid[] DEFAULT '{}',
+    callback_url text DEFAULT NULL)
 RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -167,10 +169,12 @@ BEGIN
     END IF;
     LOOP
         INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries,
-                                        timeout_s, idempotency_key, user_id, tags, parent_id)
+                                        timeout_s, idempotency_key, user_id, tags, parent_id,
+                                        depends_on, callback_url)
         VALUES (enqueue.kind, enqueue.payload, enqueue.queue, enqueue.priority, enqueue.run_at,
                 enqueue.max_retries, enqueue.timeout_s, enqueue.idempotency_key,
-                v_owner, enqueue.tags, enqueue.parent_id)
+                v_owner, enqueue.tags, enqueue.parent_id, enqueue.depends_on,
+                enqueue.callback_url)
         ON CONFLICT ((coalesce(user_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
         RETURNING t.* INTO v_task;
@@ -211,12 +215,14 @@ RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
 DECLARE
     v_task pgqueue.tasks;
 BEGIN
+    -- blocked and waiting tasks hold no worker: cancelled at once, like pending ones (§2)
     UPDATE pgqueue.tasks t
-       SET status = CASE WHEN t.status = 'pending' THEN 'cancelled'::pgqueue.task_status ELSE t.status END,
-           completed_at = CASE WHEN t.status = 'pending' THEN now() ELSE t.completed_at END,
+       SET status = CASE WHEN t.status = 'running' THEN t.status
+                         ELSE 'cancelled'::pgqueue.task_status END,
+           completed_at = CASE WHEN t.status = 'running' THEN t.completed_at ELSE now() END,
            cancel_requested = true,
            updated_at = now()
-     WHERE t.id = task_id AND t.status IN ('pending', 'running')
+     WHERE t.id = task_id AND t.status IN ('pending', 'running', 'blocked', 'waiting')
     RETURNING t.* INTO v_task;
     IF v_task.id IS NULL THEN
         SELECT t.* INTO v_task FROM pgqueue.tasks t WHERE t.id = task_id;
@@ -226,7 +232,7 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'task % is % and cannot be cancelled', task_id, v_task.status
               USING ERRCODE = 'object_not_in_prerequisite_state',
-                    HINT = 'Only pending and running tasks can be cancelled.';
+                    HINT = 'Only pending, blocked, waiting and running tasks can be cancelled.';
     END IF;
     RETURN v_task;
 END
@@ -239,9 +245,26 @@ CREATE OR REPLACE FUNCTION pgqueue.retry(task_id uuid)
 RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
 DECLARE
     v_task pgqueue.tasks;
+    v_left integer := 0;
 BEGIN
+    -- A task with dependencies goes back to blocked on those not completed by now (SPEC
+    -- §10), read FOR SHARE as at enqueue, so a completion racing this retry is counted once.
+    SELECT t.* INTO v_task FROM pgqueue.tasks t
+     WHERE t.id = task_id AND t.status IN ('failed', 'cancelled') FOR UPDATE;
+    IF v_task.id IS NOT NULL AND cardinality(v_task.depends_on) > 0 THEN
+        SELECT count(*) FILTER (WHERE d.status <> 'completed') INTO v_left
+          FROM (SELECT t.status FROM pgqueue.tasks t
+                 WHERE t.id = ANY(v_task.depends_on) ORDER BY t.id FOR SHARE) d;
+        INSERT INTO pgqueue.task_deps (depends_on, task_id)
+        SELECT t.id, v_task.id FROM pgqueue.tasks t
+         WHERE t.id = ANY(v_task.depends_on) AND t.status <> 'completed'
+        ON CONFLICT DO NOTHING;
+    END IF;
+    v_task := NULL;
     UPDATE pgqueue.tasks t
-       SET status = 'pending', run_at = now(), completed_at = NULL, cancel_requested = false,
+       SET status = CASE WHEN v_left > 0 THEN 'blocked' ELSE 'pending' END::pgqueue.task_status,
+           deps_left = v_left, waiting_for = NULL,
+           run_at = now(), completed_at = NULL, cancel_requested = false,
            max_retries = greatest(t.max_retries, t.attempts), worker_id = NULL,
            heartbeat_at = NULL, updated_at = now()
      WHERE t.id = task_id AND t.status IN ('failed', 'cancelled')
@@ -271,6 +294,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
     DELETE FROM pgqueue.workers w WHERE w.heartbeat_at < now() - stall_after;
+    PERFORM pgqueue.wake_expired_waits();  -- signal waits whose `until` passed (SPEC §11)
 
     RETURN QUERY
     WITH stalled AS (
