@@ -31,6 +31,7 @@ from pgqueue.errors import (
     PgQueueError,
     StaleLease,
 )
+from pgqueue.limits import Why
 from pgqueue.queue import Page
 from pgqueue.stream import StateMessage, StreamMessage, TaskMessage, decode_message
 from pgqueue.tasks import Event, Task
@@ -163,10 +164,10 @@ class Client:
         response = await self._request("GET", f"/tasks/{task_id}/events")
         return msgspec.json.decode(response.content, type=builtins.list[Event])
 
-    async def why(self, task_id: uuid.UUID | str) -> Any:
-        """Every reason the task is not running now (SPEC §12), as the API returns it."""
+    async def why(self, task_id: uuid.UUID | str) -> Why:
+        """Every reason the task is not running now (SPEC §12); none if it runs or finished."""
         response = await self._request("GET", f"/tasks/{task_id}/why")
-        return msgspec.json.decode(response.content)
+        return msgspec.json.decode(response.content, type=Why)
 
     # -- the stream ---------------------------------------------------------------------
 

@@ -23,12 +23,14 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import otel
+from pgqueue.db import limits
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import event_row, task_row
 from pgqueue.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from pgqueue.events import EVENTS
+from pgqueue.limits import Why
 from pgqueue.settings import Settings
 from pgqueue.tasks import MAX_DEPENDENCIES, Event, NewTask, Status, Task, TaskId, created_task
 from pgqueue.watch import TaskWatcher
@@ -489,6 +491,12 @@ class Queue:
             cur = conn.cursor(row_factory=event_row)
             await cur.execute(QUERIES["task_events"], {"id": tid})
             return await cur.fetchall()
+
+    async def why(self, task_id: uuid.UUID | str) -> Why:
+        """Every reason the task is not running now (SPEC §12); none if it runs or finished."""
+        tid = _task_id(task_id)
+        async with self.pool.connection() as conn:
+            return await limits.why(conn, tid)
 
     # -- control ----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from pgqueue.api.sse import queue_stream, task_stream
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
 from pgqueue.api.ui import DashboardController
+from pgqueue.api.users import UsersController, WhyController
 from pgqueue.api.workers import WorkersController
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
@@ -100,6 +101,8 @@ def create_app(
     return Litestar(
         route_handlers=[
             TasksController,
+            WhyController,
+            UsersController,
             WorkersController,
             QueuesController,
             SchedulesController,

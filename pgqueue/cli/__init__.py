@@ -29,6 +29,8 @@ COMMANDS = [
     "token",
     "status",
     "queue",
+    "limits",
+    "why",
     "schedule",
     "purge",
     "signal",

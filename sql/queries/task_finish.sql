@@ -11,6 +11,7 @@
 --
 -- The final status is decided here, once, from the row as it is when locked:
 --   completed                            -> completed (a completion that lands first wins)
+--   stopped by a budget (SPEC §12)       -> failed, error budget_exceeded (not retried)
 --   cancel requested, or cancelled       -> cancelled (a cancel wins over retry and release)
 --   released                             -> pending, due now, the attempt given back
 --   waiting (SPEC §11)                   -> waiting for the signal o.signal, until now() +
@@ -43,6 +44,11 @@ UPDATE pgqueue.tasks t
                   CASE WHEN f.status IN ('completed', 'waiting') THEN t.error
                        -- a release leaves the error as it was, which makes the event 'requeued'
                        WHEN f.status = 'pending' AND o.outcome = 'released' THEN t.error
+                       -- the budget stop's error (pgqueue.budget_stop) is the final one
+                       WHEN f.budget_stop THEN
+                            t.error || CASE WHEN o.outcome = 'failed'
+                                            THEN jsonb_build_object('attempt_error', o.error)
+                                            ELSE '{}'::jsonb END
                        -- a cancelled task says so; a failure that lost to the cancel is kept
                        WHEN f.status = 'cancelled' THEN
                             jsonb_build_object('type', 'cancelled', 'message', 'cancel requested',
@@ -60,15 +66,20 @@ UPDATE pgqueue.tasks t
                        ELSE jsonb_build_object('signal', o.signal, 'until',
                                                now() + make_interval(secs => o.wait_s))
                   END
-             FROM (SELECT CASE
+             FROM (SELECT b.budget_stop, CASE
                         WHEN o.outcome = 'completed' THEN 'completed'
+                        -- a user who reached a budget: their running tasks were asked to
+                        -- stop and end failed; a user's own cancel clears the mark
+                        WHEN b.budget_stop THEN 'failed'
                         WHEN o.outcome = 'cancelled' OR t.cancel_requested THEN 'cancelled'
                         WHEN o.outcome = 'released' THEN 'pending'
                         WHEN o.outcome = 'waiting' THEN 'waiting'
                         WHEN o.outcome = 'failed' AND o.retryable AND t.attempts <= t.max_retries
                              THEN 'pending'
                         ELSE 'failed'
-                   END::pgqueue.task_status AS status) f),
+                   END::pgqueue.task_status AS status
+                     FROM (SELECT o.outcome <> 'completed' AND t.cancel_requested
+                                  AND t.error->>'type' = 'budget_exceeded' AS budget_stop) b) f),
        usage = pgqueue.usage_add(t.usage, o.usage),
        updated_at = now(), worker_id = NULL, heartbeat_at = NULL
   FROM jsonb_to_recordset(%(items)s::jsonb)
