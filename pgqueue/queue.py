@@ -109,7 +109,9 @@ class Queue:
         self.pool = pool or create_pool(self._dsn, max_size=self.settings.pool_size)
         self._own_listener = listener is None
         self._listener = listener
-        self._watcher = TaskWatcher(listener) if listener is not None else None
+        # Made on the first wait: a worker's listener LISTENs on the event firehose only
+        # once a handler waits for a task (ctx.wait_children()).
+        self._watcher: TaskWatcher | None = None
         self._listener_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
@@ -603,6 +605,9 @@ class Queue:
                 self._watcher = TaskWatcher(self._listener)
             if self._own_listener and not self._listener.connected:
                 await self._listener.start()
+            # A shared listener (a worker's, a server's) LISTENs on the event channel from
+            # its first watcher on: no second connection.
+            await self._listener.listen(EVENTS)
         return self._watcher
 
     # -- plumbing ---------------------------------------------------------------------

@@ -56,6 +56,18 @@ async def next_run_at(
     return None if row is None else row[0]
 
 
+async def register_worker(
+    pool: AsyncConnectionPool, worker: dict[str, Any], token_id: int | None
+) -> bool:
+    """Upsert a worker's heartbeat row, bound to ``token_id`` (a remote worker's token).
+
+    False when another token holds that worker id: its leases are not this caller's.
+    """
+    async with pool.connection() as conn:
+        cur = await conn.execute(QUERIES["worker_heartbeat"], {**worker, "token_id": token_id})
+        return await cur.fetchone() is not None
+
+
 async def dependency_results(
     pool: AsyncConnectionPool, tasks: Sequence[Task]
 ) -> dict[TaskId, dict[str, Any]]:
