@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pgqueue.errors import Conflict, InvalidInput, NotFound, PgQueueError, StaleLease
-from pgqueue.outcomes import Permanent, Retry
+from pgqueue.outcomes import Permanent, Retry, SignalTimeout
 from pgqueue.queue import Enqueued, Page, Queue
 from pgqueue.settings import Settings
 from pgqueue.tasks import NewTask, Status, Task, TaskId
@@ -35,6 +35,7 @@ __all__ = [
     "Queue",
     "Retry",
     "Settings",
+    "SignalTimeout",
     "StaleLease",
     "Status",
     "Task",

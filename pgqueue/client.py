@@ -31,6 +31,7 @@ from pgqueue.errors import (
     PgQueueError,
     StaleLease,
 )
+from pgqueue.limits import Why
 from pgqueue.queue import Page
 from pgqueue.stream import StateMessage, StreamMessage, TaskMessage, decode_message
 from pgqueue.tasks import Event, Task
@@ -50,6 +51,8 @@ class LeasedTask(Task, frozen=True):
     """A claimed task with the lease to send back with every report."""
 
     lease: str
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §10
+    signals: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §11: sent so far
 
 
 _encode = msgspec.json.Encoder().encode
@@ -161,10 +164,10 @@ class Client:
         response = await self._request("GET", f"/tasks/{task_id}/events")
         return msgspec.json.decode(response.content, type=builtins.list[Event])
 
-    async def why(self, task_id: uuid.UUID | str) -> Any:
-        """Every reason the task is not running now (SPEC §12), as the API returns it."""
+    async def why(self, task_id: uuid.UUID | str) -> Why:
+        """Every reason the task is not running now (SPEC §12); none if it runs or finished."""
         response = await self._request("GET", f"/tasks/{task_id}/why")
-        return msgspec.json.decode(response.content)
+        return msgspec.json.decode(response.content, type=Why)
 
     # -- the stream ---------------------------------------------------------------------
 
@@ -254,6 +257,14 @@ class Client:
     async def release(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
         body = {"lease": lease, **outcome}
         response = await self._request("POST", f"/tasks/{task_id}/release", body=body)
+        return msgspec.json.decode(response.content, type=Task)
+
+    async def wait_for_signal(
+        self, task_id: uuid.UUID | str, lease: str, signal: str, **fields: Any
+    ) -> Task:
+        """Remote worker: end the attempt as a wait for ``signal`` (SPEC §11)."""
+        body = {"lease": lease, "signal": signal, **fields}
+        response = await self._request("POST", f"/tasks/{task_id}/wait", body=body)
         return msgspec.json.decode(response.content, type=Task)
 
     # -- plumbing -----------------------------------------------------------------------

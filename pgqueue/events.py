@@ -33,6 +33,11 @@ EventName = Literal[
     "cancel_requested",
     "cancelled",
     "requeued",
+    # workflows (SPEC §10, §11): blocked -> pending, running -> waiting, waiting -> pending
+    "unblocked",
+    "waiting",
+    "signalled",
+    "wait_timed_out",
 ]
 
 

@@ -20,7 +20,9 @@ Failed   | ``pending`` after the backoff (or ``retry_in_s``, a snooze) while ret
 Cancelled| ``cancelled`` (the worker stopped the handler because of a cancel request)
 Released | ``pending`` now, the attempt given back (graceful shutdown); ``cancelled`` once a
          | cancel was requested
-(Wait)   | reserved for SPEC §11: ``waiting`` until a signal; the next member of ``Outcome``
+Waiting  | ``waiting`` until the signal (or its timeout), the attempt given back (SPEC §11);
+         | ``pending`` at once when that signal was sent meanwhile; ``cancelled`` once a
+         | cancel was requested
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ class Retry(Exception):
 
 class Permanent(Exception):
     """Fail this task for good: retrying cannot help (bad input, a refused request...)."""
+
+
+class SignalTimeout(Exception):
+    """``ctx.wait_for_signal(name, timeout_s=...)``: the timeout passed before the signal
+    (SPEC §11). Raised on the run after the wait; retryable unless the handler says not."""
+
+
+class WaitForSignal(BaseException):
+    """Ends the attempt as a wait (``Waiting``): raised by ``ctx.wait_for_signal``.
+
+    A ``BaseException``, like ``asyncio.CancelledError``, so a handler's ``except Exception``
+    does not swallow it."""
+
+    def __init__(self, signal: str, timeout_s: float | None) -> None:
+        super().__init__(f"waiting for signal {signal!r}")
+        self.signal = signal
+        self.timeout_s = timeout_s
 
 
 # -- what a worker records ----------------------------------------------------------------
@@ -81,9 +100,17 @@ class Released(msgspec.Struct, frozen=True, tag="released"):
     usage: Usage = Usage()
 
 
-Outcome = Completed | Failed | Cancelled | Released
+class Waiting(msgspec.Struct, frozen=True, tag="waiting"):
+    """The handler waits for the signal ``signal``: free the slot, give the attempt back."""
 
-OutcomeName = Literal["completed", "failed", "cancelled", "released"]
+    signal: str
+    timeout_s: float | None = None
+    usage: Usage = Usage()
+
+
+Outcome = Completed | Failed | Cancelled | Released | Waiting
+
+OutcomeName = Literal["completed", "failed", "cancelled", "released", "waiting"]
 
 CANCELLED_ERROR: Final = {"type": "cancelled", "message": "cancel requested", "retryable": False}
 """The ``error`` a task cancelled while running ends with."""

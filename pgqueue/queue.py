@@ -23,15 +23,18 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import otel
+from pgqueue.db import limits
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import event_row, task_row
 from pgqueue.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from pgqueue.events import EVENTS
+from pgqueue.limits import Why
 from pgqueue.settings import Settings
-from pgqueue.tasks import Event, NewTask, Status, Task, TaskId, created_task
+from pgqueue.tasks import MAX_DEPENDENCIES, Event, NewTask, Status, Task, TaskId, created_task
 from pgqueue.watch import TaskWatcher
+from pgqueue.webhooks import allowed_hosts, check_target
 
 if TYPE_CHECKING:
     from pgqueue.worker.handlers import App
@@ -106,7 +109,9 @@ class Queue:
         self.pool = pool or create_pool(self._dsn, max_size=self.settings.pool_size)
         self._own_listener = listener is None
         self._listener = listener
-        self._watcher = TaskWatcher(listener) if listener is not None else None
+        # Made on the first wait: a worker's listener LISTENs on the event firehose only
+        # once a handler waits for a task (ctx.wait_children()).
+        self._watcher: TaskWatcher | None = None
         self._listener_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
@@ -167,16 +172,23 @@ class Queue:
 
     async def _submit(self, task: NewTask, conn: psycopg.AsyncConnection[Any] | None) -> Enqueued:
         payload = self._encode_payload(task.payload)
+        if task.ref is not None or task.depends_on_refs:
+            raise InvalidInput("depends_on_refs", "ref and depends_on_refs are for batches only")
+        if task.callback_url is not None:
+            await check_target(task.callback_url, allowed_hosts(self.settings))
         async with self._connection(conn) as c:
-            if task.parent_id is not None:
+            if task.parent_id is not None or task.depends_on:
                 task = (await self._with_parent_owners(c, [task], None))[0]
             params = self._insert_params(task, payload)
             for _ in range(10):  # a key released or deleted under our feet: try again
                 # tuple rows whatever the caller's connection's row factory is
                 cur = c.cursor(row_factory=tuple_row)
-                await cur.execute(QUERIES["task_insert"], params)
+                with _missing_dependency(None):
+                    await cur.execute(QUERIES["task_insert"], params)
                 inserted = await cur.fetchone()
                 if inserted is not None:
+                    if inserted[_STATUS_AT] != Status.PENDING:  # blocked, or a dependency failed
+                        return Enqueued((await _read_back(c, [inserted[0]]))[0], replayed=False)
                     return Enqueued(created_task(task, _decode(payload), inserted), replayed=False)
                 assert task.idempotency_key is not None  # only a key can conflict
                 holder = await self._key_holder(c, task.user_id, task.idempotency_key)
@@ -213,15 +225,28 @@ class Queue:
         payloads = [
             self._encode_payload(t.payload, f"tasks[{i}].payload") for i, t in enumerate(batch)
         ]
+        allow = allowed_hosts(self.settings)
+        for i, t in enumerate(batch):
+            if t.callback_url is not None:
+                await check_target(t.callback_url, allow, f"tasks[{i}].callback_url")
+        ids: list[uuid.UUID | None] = [None] * len(batch)
+        if any(t.ref is not None or t.depends_on_refs for t in batch):
+            batch, ids = _resolve_refs(batch)
         async with self._connection(conn) as c:
-            if any(t.parent_id is not None for t in batch):
-                batch = await self._with_parent_owners(c, batch, user_id)
-            params = {
-                "tasks": msgspec.json.encode(
-                    [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
-                ).decode(),
-                "user_id": user_id,
-            }
+            if any(t.parent_id is not None or t.depends_on for t in batch):
+                batch = await self._with_parent_owners(c, batch, user_id, ids)
+            rows = [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
+            encoded = (
+                msgspec.json.encode(rows)
+                if not any(ids)
+                else msgspec.json.encode(
+                    [_with_id(row, i) for row, i in zip(rows, ids, strict=True)]
+                )
+            )
+            params = {"tasks": encoded.decode(), "user_id": user_id}
+            if any(t.depends_on for t in batch) and not any(t.idempotency_key for t in batch):
+                async with c.transaction():  # blocked rows are read back in the same snapshot
+                    return await self._insert_many(c, batch, payloads, params)
             if any(t.idempotency_key is not None for t in batch):
                 # replays are read after the INSERT: the same transaction must see both
                 async with c.transaction():
@@ -230,7 +255,11 @@ class Queue:
             return await self._insert_many(c, batch, payloads, params)
 
     async def _with_parent_owners(
-        self, conn: psycopg.AsyncConnection[Any], batch: list[NewTask], default_owner: str | None
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: list[NewTask],
+        default_owner: str | None,
+        batch_ids: Iterable[uuid.UUID | None] = (),
     ) -> list[NewTask]:
         """The tasks with their parents' owners (SPEC §1 ``parent_id``), checked.
 
@@ -240,12 +269,24 @@ class Queue:
         a user nothing about other users' tasks. A task without an owner takes its parent's.
         Costs one query, only for batches that name a parent.
         """
-        wanted = sorted({t.parent_id for t in batch if t.parent_id is not None})
+        in_batch = {i for i in batch_ids if i is not None}  # refs: checked as their items
+        wanted = sorted(
+            {t.parent_id for t in batch if t.parent_id is not None}
+            | ({d for t in batch for d in t.depends_on} - in_batch)
+        )
         cur = conn.cursor(row_factory=tuple_row)
         await cur.execute(QUERIES["task_parent_owners"], {"ids": wanted})
         owners: dict[uuid.UUID, str | None] = {row[0]: row[1] for row in await cur.fetchall()}
         out: list[NewTask] = []
         for i, task in enumerate(batch):
+            # depends_on (SPEC §10): tasks the caller may read, worded as for a parent
+            owner = task.user_id if task.user_id is not None else default_owner
+            for dep in task.depends_on:
+                if dep in in_batch:
+                    continue
+                if dep not in owners or (owner is not None and owner != owners[dep]):
+                    field = "depends_on" if len(batch) == 1 else f"tasks[{i}].depends_on"
+                    raise NotFound(f"{field}: task {dep} does not exist (or is not this owner's)")
             parent = task.parent_id
             if parent is not None:
                 owner = task.user_id if task.user_id is not None else default_owner
@@ -267,14 +308,22 @@ class Queue:
         params: dict[str, Any],
     ) -> list[Task]:
         cur = conn.cursor(row_factory=tuple_row)
-        await cur.execute(QUERIES["task_insert_many"], params)
+        with _missing_dependency(batch):
+            await cur.execute(QUERIES["task_insert_many"], params)
         inserted = sorted(await cur.fetchall(), key=lambda row: row[1])  # seq: input order
         if len(inserted) == len(batch):
-            return [
+            out = [
                 created_task(t, _decode(p), row)
                 for t, p, row in zip(batch, payloads, inserted, strict=True)
             ]
-        return await self._merge_replays(conn, batch, payloads, inserted, params["user_id"])
+        else:
+            out = await self._merge_replays(conn, batch, payloads, inserted, params["user_id"])
+        # blocked (or cancelled: a dependency failed): what the database decided, read back
+        decided = [row[0] for row in inserted if row[_STATUS_AT] != Status.PENDING]
+        if decided:
+            fresh = {t.id: t for t in await _read_back(conn, decided)}
+            out = [fresh.get(t.id, t) for t in out]
+        return out
 
     async def _merge_replays(
         self,
@@ -381,6 +430,8 @@ class Queue:
             "tags": task.tags,
             "parent_id": task.parent_id,
             "traceparent": task.traceparent,
+            "depends_on": task.depends_on,
+            "callback_url": task.callback_url,
         }
 
     # -- read -------------------------------------------------------------------------
@@ -443,6 +494,12 @@ class Queue:
             await cur.execute(QUERIES["task_events"], {"id": tid})
             return await cur.fetchall()
 
+    async def why(self, task_id: uuid.UUID | str) -> Why:
+        """Every reason the task is not running now (SPEC §12); none if it runs or finished."""
+        tid = _task_id(task_id)
+        async with self.pool.connection() as conn:
+            return await limits.why(conn, tid)
+
     # -- control ----------------------------------------------------------------------
 
     async def cancel(self, task_id: uuid.UUID | str) -> Task:
@@ -452,6 +509,44 @@ class Queue:
     async def retry(self, task_id: uuid.UUID | str) -> Task:
         """Put a failed or cancelled task back to pending with one more attempt allowed."""
         return await self._control("task_retry", task_id)
+
+    async def signal(self, task_id: uuid.UUID | str, name: str, payload: Any = None) -> Task:
+        """Send the signal ``name`` to a task (SPEC §11); a task waiting for it runs again.
+
+        The first payload of a name stands: the same again is a no-op, another is a
+        ``Conflict``; so is a finished task. ``NotFound`` for an unknown id.
+        """
+        return (await self.send_signal(task_id, name, payload)).task
+
+    async def send_signal(
+        self, task_id: uuid.UUID | str, name: str, payload: Any = None
+    ) -> Enqueued:
+        """``signal``, also saying whether it was a replay of the same signal."""
+        tid = _task_id(task_id)
+        if not isinstance(name, str) or not _SIGNAL_NAME.match(name):
+            raise InvalidInput("name", f"must be 1-128 chars of [A-Za-z0-9_.:-], got {name!r}")
+        body = self._encode_payload(payload)
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            try:
+                await cur.execute(
+                    QUERIES["task_signal"], {"id": tid, "name": name, "payload": body}
+                )
+            except pg_errors.NoDataFound:
+                raise NotFound(f"task {tid} does not exist") from None
+            except pg_errors.ObjectNotInPrerequisiteState as exc:
+                raise Conflict(str(exc.diag.message_primary)) from None
+            row = await cur.fetchone()
+        assert row is not None
+        *values, stored, same = row
+        values[_TASK_STATUS_AT] = Status(values[_TASK_STATUS_AT])
+        task = Task(*values)
+        if not same:
+            raise Conflict(
+                f"name: signal {name!r} was already sent to task {tid} with another payload "
+                "(the first payload stands)"
+            )
+        return Enqueued(task, replayed=not stored)
 
     async def _control(self, query: str, task_id: uuid.UUID | str) -> Task:
         tid = _task_id(task_id)
@@ -510,6 +605,9 @@ class Queue:
                 self._watcher = TaskWatcher(self._listener)
             if self._own_listener and not self._listener.connected:
                 await self._listener.start()
+            # A shared listener (a worker's, a server's) LISTENs on the event channel from
+            # its first watcher on: no second connection.
+            await self._listener.listen(EVENTS)
         return self._watcher
 
     # -- plumbing ---------------------------------------------------------------------
@@ -527,6 +625,9 @@ class Queue:
 
 _OWNER_AT = 4  # user_id's place in task_insert(_many)'s RETURNING
 _KEY_AT = 5  # idempotency_key's place in it
+_STATUS_AT = 6  # status: pending, or what the dependencies decided
+_TASK_STATUS_AT = list(Task.__struct_fields__).index("status")
+_SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 def _decode(payload: str) -> Any:
@@ -536,7 +637,71 @@ def _decode(payload: str) -> Any:
 def _batch_row(task: NewTask, payload: str) -> NewTask:
     """One element of task_insert_many's JSON array: the task with its payload already
     encoded. NewTask encodes only the fields that differ from its defaults."""
-    return msgspec.structs.replace(task, payload=msgspec.Raw(payload.encode()))
+    return msgspec.structs.replace(
+        task, payload=msgspec.Raw(payload.encode()), ref=None, depends_on_refs=[]
+    )
+
+
+def _with_id(row: NewTask, task_id: uuid.UUID | None) -> Any:
+    """A batch row with the id its refs were resolved to (graph batches only)."""
+    if task_id is None:
+        return row
+    encoded = msgspec.json.encode(row)  # '{"kind":...}': kind is always there
+    return msgspec.Raw(b'{"id":"' + str(task_id).encode() + b'",' + encoded[1:])
+
+
+def _resolve_refs(batch: list[NewTask]) -> tuple[list[NewTask], list[uuid.UUID | None]]:
+    """A graph in one batch (SPEC §10): each item with a ``ref`` gets its id now, and each
+    ``depends_on_refs`` becomes ids in ``depends_on``. A ref must be unique and name an earlier
+    item (so the graph has no cycle, and the database inserts a dependency first)."""
+    ids: list[uuid.UUID | None] = []
+    known: dict[str, uuid.UUID] = {}
+    out: list[NewTask] = []
+    for i, task in enumerate(batch):
+        deps = list(task.depends_on)
+        for ref in task.depends_on_refs:
+            if ref not in known:
+                raise InvalidInput(
+                    f"tasks[{i}].depends_on_refs",
+                    f"{ref!r} is not the ref of an earlier item of this batch",
+                )
+            if known[ref] not in deps:
+                deps.append(known[ref])
+        if len(deps) > MAX_DEPENDENCIES:
+            raise InvalidInput(f"tasks[{i}].depends_on", f"at most {MAX_DEPENDENCIES} dependencies")
+        task_id = None
+        if task.ref is not None:
+            if task.ref in known:
+                raise InvalidInput(f"tasks[{i}].ref", f"{task.ref!r} is used twice in this batch")
+            if task.idempotency_key is not None:
+                raise InvalidInput(
+                    f"tasks[{i}].idempotency_key",
+                    "an item with a ref cannot have an idempotency key (a replay has another id)",
+                )
+            task_id = known[task.ref] = uuid.uuid4()
+        ids.append(task_id)
+        out.append(msgspec.structs.replace(task, depends_on=deps, ref=None, depends_on_refs=[]))
+    return out, ids
+
+
+async def _read_back(conn: psycopg.AsyncConnection[Any], ids: list[Any]) -> builtins.list[Task]:
+    cur = conn.cursor(row_factory=task_row)
+    await cur.execute(QUERIES["task_get_many"], {"ids": ids})
+    return await cur.fetchall()
+
+
+@contextlib.contextmanager
+def _missing_dependency(batch: list[NewTask] | None) -> Any:
+    """A dependency that vanished between the owner check and the insert (purged): 404."""
+    try:
+        yield
+    except pg_errors.ForeignKeyViolation as exc:
+        missing = exc.diag.message_detail or "?"
+        field = "depends_on"
+        if batch is not None and len(batch) > 1:
+            where = [i for i, t in enumerate(batch) if any(str(d) == missing for d in t.depends_on)]
+            field = f"tasks[{where[0] if where else 0}].depends_on"
+        raise NotFound(f"{field}: task {missing} does not exist") from None
 
 
 def _check_same_task(holder: Task, new: NewTask) -> None:

@@ -10,18 +10,17 @@ and are never touched. Every process may run ``run_retention``; ``pgqueue purge`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.queries import QUERIES
+from pgqueue.services.supervisor import supervise
 from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000  # tasks per transaction: ~10 ms each on a laptop, short enough to go unnoticed
+BATCH = 1000  # tasks per transaction: a short one, gone unnoticed beside the workers
 EVERY_S = 300.0  # how often each process looks for expired tasks
 
 
@@ -48,6 +47,17 @@ async def purge_finished(
     return total
 
 
+async def purge_expired(pool: AsyncConnectionPool, settings: Settings) -> None:
+    """One retention pass: delete what PGQUEUE_RETENTION_DAYS says has expired."""
+    deleted = await purge_finished(pool, settings.retention_days * 86400)
+    if deleted:
+        log.info(
+            "retention: deleted %d finished tasks older than %s days",
+            deleted,
+            settings.retention_days,
+        )
+
+
 async def run_retention(
     pool: AsyncConnectionPool,
     settings: Settings,
@@ -59,17 +69,8 @@ async def run_retention(
     if settings.retention_days <= 0:
         log.info("retention disabled (PGQUEUE_RETENTION_DAYS=0): finished tasks are kept")
         return
-    older_than_s = settings.retention_days * 86400
-    while not stop.is_set():
-        try:
-            deleted = await purge_finished(pool, older_than_s, stop=stop)
-            if deleted:
-                log.info(
-                    "retention: deleted %d finished tasks older than %s days",
-                    deleted,
-                    settings.retention_days,
-                )
-        except (psycopg.Error, OSError) as exc:  # the database is away: try next round
-            log.warning("retention pass failed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=every_s)
+
+    async def step() -> None:
+        await purge_expired(pool, settings)
+
+    await supervise("retention", step, every_s=every_s, stop=stop)

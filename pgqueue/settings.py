@@ -48,6 +48,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_s: BackoffSeconds = 300.0
     pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10
     data_dir: str = ".pgqueue"  # embedded PostgreSQL data for `pgqueue dev`
+    # Webhooks (SPEC §13, pgqueue/webhooks.py): the signing key, hosts allowed although they
+    # are loopback/private (comma-separated), and whether this worker delivers them.
+    webhook_secret: str = ""
+    webhook_allow_hosts: str = ""
+    webhooks: bool = True
 
     @property
     def listen_target(self) -> str:

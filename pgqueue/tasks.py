@@ -29,13 +29,17 @@ def new_worker_id() -> WorkerId:
 
 class Status(enum.StrEnum):
     """``pending → running → completed | failed | cancelled``; ``running → pending`` on retry,
-    stall or release; ``failed | cancelled → pending`` by hand."""
+    stall or release; ``failed | cancelled → pending`` by hand. ``blocked → pending`` when the
+    last dependency completes (SPEC §10), ``running → waiting → pending`` around a signal
+    (§11)."""
 
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+    WAITING = "waiting"
 
     @property
     def terminal(self) -> bool:
@@ -46,10 +50,14 @@ _TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
-    Status.RUNNING: frozenset({Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED}),
+    Status.RUNNING: frozenset(
+        {Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.WAITING}
+    ),
     Status.COMPLETED: frozenset(),
-    Status.FAILED: frozenset({Status.PENDING}),
-    Status.CANCELLED: frozenset({Status.PENDING}),
+    Status.FAILED: frozenset({Status.PENDING, Status.BLOCKED}),
+    Status.CANCELLED: frozenset({Status.PENDING, Status.BLOCKED}),
+    Status.BLOCKED: frozenset({Status.PENDING, Status.CANCELLED}),
+    Status.WAITING: frozenset({Status.PENDING, Status.CANCELLED}),
 }
 
 # Field bounds shared by Python enqueue and the HTTP bodies (the database checks them again).
@@ -72,6 +80,10 @@ UsageTokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_USAGE_TOKENS)]
 UsageCost = Annotated[float, msgspec.Meta(ge=0, le=MAX_USAGE_COST)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MAX_DEPENDENCIES = 100  # depends_on (CHECK in 0013)
+Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+CallbackUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+RESERVED_QUEUE_PREFIX = "pgqueue."  # pgqueue's own queues (pgqueue.webhooks): no producer's
 # W3C Trace Context (https://www.w3.org/TR/trace-context/#traceparent-header), version 00.
 Traceparent = Annotated[
     str, msgspec.Meta(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", max_length=55)
@@ -137,6 +149,11 @@ class Task(msgspec.Struct, frozen=True):
     completed_at: datetime | None
     updated_at: datetime
     traceparent: str | None  # the producer's trace (migration 0008, pgqueue.otel)
+    # Workflows (migration 0013): dependencies (§10), the webhook (§13), the wait (§11).
+    depends_on: list[TaskId]
+    deps_left: int  # how many dependencies are unfinished while blocked
+    callback_url: str | None
+    waiting_for: dict[str, Any] | None
 
     @property
     def lease(self) -> str:
@@ -168,6 +185,14 @@ class NewTask(
     user_id: str | None = None
     tags: list[Tag] = msgspec.field(default_factory=list)
     parent_id: uuid.UUID | None = None
+    depends_on: Annotated[list[uuid.UUID], msgspec.Meta(max_length=MAX_DEPENDENCIES)] = (
+        msgspec.field(default_factory=list)
+    )
+    callback_url: CallbackUrl | None = None
+    # A graph in one batch (SPEC §10): this item's name, and the earlier items it waits for.
+    # Resolved to ids by Queue.enqueue_many; never stored.
+    ref: Ref | None = None
+    depends_on_refs: list[Ref] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         """The task must fall due before the year 10000: PostgreSQL would store a later
@@ -179,6 +204,10 @@ class NewTask(
             except OverflowError:
                 field = "delay_s: run_at + delay_s" if self.delay_s else "run_at: it"
                 raise ValueError(f"{field} falls after the year 9999 (in UTC)") from None
+        if self.queue.startswith(RESERVED_QUEUE_PREFIX):
+            raise ValueError(f"queue: {self.queue!r} is reserved for pgqueue's own tasks")
+        if len(set(self.depends_on)) + len(set(self.depends_on_refs)) > MAX_DEPENDENCIES:
+            raise ValueError(f"depends_on: at most {MAX_DEPENDENCIES} dependencies")
 
     # The trace the enqueue belongs to; set by pgqueue.otel (or the HTTP traceparent header).
     traceparent: Traceparent | None = None
@@ -229,6 +258,10 @@ def created_task(new: NewTask, payload: Any, inserted: Sequence[Any]) -> Task:
         None,  # completed_at
         created_at,  # updated_at: now(), as created_at
         new.traceparent,
+        [TaskId(d) for d in new.depends_on],
+        0,  # deps_left: a pending task's (blocked ones are read back, see Queue)
+        new.callback_url,
+        None,  # waiting_for
     )
 
 

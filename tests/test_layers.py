@@ -38,3 +38,55 @@ def test_layer_does_not_import_what_it_must_not(layer: str) -> None:
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[layer])
     ]
     assert offenders == []
+
+
+# Modules outside pgqueue/db that still run named queries themselves. Issue 10 moves every one
+# behind a typed function of pgqueue/db/; this list only shrinks (a module taken off it must
+# stay off, and no module may join it).
+QUERIES_ALLOWED: set[str] = {
+    "api/metrics.py",
+    "api/queues.py",
+    "api/stream.py",
+    "api/workers.py",
+    "cli/queue.py",
+    "cli/status.py",
+    "queue.py",
+    "reaper.py",
+    "retention.py",
+    "schedules/scheduler.py",
+    "schedules/service.py",
+    "worker/heartbeat.py",
+    "worker/loop.py",
+    "worker/reporter.py",
+}
+
+
+def touches_queries(path: Path) -> bool:
+    """Imports ``pgqueue.db.queries`` or names ``QUERIES`` anywhere in the module."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module == "pgqueue.db.queries":
+            return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "pgqueue.db"
+            and any(alias.name == "queries" for alias in node.names)
+        ):
+            return True
+        if isinstance(node, ast.Import) and any(a.name == "pgqueue.db.queries" for a in node.names):
+            return True
+        if isinstance(node, ast.Name) and node.id == "QUERIES":
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "QUERIES":
+            return True
+    return False
+
+
+def test_only_db_runs_named_queries() -> None:
+    """SQL calls live in pgqueue/db/: callers use its typed functions, never ``QUERIES``."""
+    touching = {
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] != "db" and touches_queries(path)
+    }
+    assert touching - QUERIES_ALLOWED == set(), "new modules run named queries outside db/"
+    assert QUERIES_ALLOWED - touching == set(), "converted: take them off QUERIES_ALLOWED"

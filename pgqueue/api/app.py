@@ -33,13 +33,13 @@ from pgqueue.api.sse import queue_stream, task_stream
 from pgqueue.api.stream import Hub, stream
 from pgqueue.api.tasks import TasksController
 from pgqueue.api.ui import DashboardController
+from pgqueue.api.users import UsersController, WhyController
 from pgqueue.api.workers import WorkersController
 from pgqueue.db.listener import Listener
 from pgqueue.db.pool import create_pool
 from pgqueue.events import EVENTS, WAKEUP
-from pgqueue.reaper import reap
-from pgqueue.retention import run_retention
-from pgqueue.schedules.scheduler import run_scheduler
+from pgqueue.services.maintenance import start_maintenance
+from pgqueue.services.supervisor import Supervisor
 from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,12 @@ def create_app(
             settings, pool, listener, Authenticator(pool, insecure=insecure), metrics, hub
         )
         app.state.services = services
-        stop = asyncio.Event()
-        background: list[asyncio.Task[None]] = []
+        background = Supervisor()
         restore: Callable[[], None] = lambda: None  # noqa: E731 -- the no-op default
         try:
             await listener.start()
             hub.start()
-            # Every process runs the reaper, the scheduler and retention (SPEC §2): each is
-            # safe when many processes do (SKIP LOCKED, idempotency keys per fire).
-            background = [
-                asyncio.create_task(_reap_forever(services), name="pgqueue-api-reaper"),
-                asyncio.create_task(run_scheduler(pool, settings, stop), name="pgqueue-scheduler"),
-                asyncio.create_task(run_retention(pool, settings, stop), name="pgqueue-retention"),
-            ]
+            start_maintenance(background, pool, settings)  # every process runs it (SPEC §2)
             if insecure:
                 log.warning("pgqueue API without auth (--insecure): every caller is an admin")
             if drain_on_signals:
@@ -89,10 +82,7 @@ def create_app(
             yield
         finally:
             restore()
-            stop.set()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await background.stop()
             await hub.stop()
             await listener.stop()
             await pool.close()
@@ -100,6 +90,8 @@ def create_app(
     return Litestar(
         route_handlers=[
             TasksController,
+            WhyController,
+            UsersController,
             WorkersController,
             QueuesController,
             SchedulesController,
@@ -181,16 +173,6 @@ async def _drain(services: Services) -> None:
         await services.drain()
     except Exception:
         log.exception("draining on shutdown failed; uvicorn's shutdown carries on")
-
-
-async def _reap_forever(services: Services) -> None:
-    """The reaper of this process; errors are logged and the next round tries again."""
-    while True:
-        await asyncio.sleep(services.settings.reap_s)
-        try:
-            await reap(services.pool, services.settings.stall_s)
-        except Exception:
-            log.exception("reaper round failed")
 
 
 def app_from_env() -> Litestar:

@@ -22,7 +22,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db.queries import QUERIES
+from pgqueue.db import tokens
 
 TOKEN_PREFIX = "pgq_"  # noqa: S105 -- a fixed prefix that makes tokens greppable, not a secret
 # How long a looked-up token is trusted without asking the database again, i.e. how long a
@@ -64,19 +64,6 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 INSECURE = Principal(user_id=None, role=Role.ADMIN)
-
-
-class TokenInfo(msgspec.Struct, frozen=True):
-    """A row of ``pgqueue.api_tokens`` without its hash (what `pgqueue token list` shows)."""
-
-    id: int
-    prefix: str
-    user_id: str
-    role: str
-    note: str | None
-    created_at: Any
-    last_used_at: Any
-    revoked_at: Any
 
 
 def new_token() -> str:
@@ -168,17 +155,16 @@ class Authenticator:
         """Ask the database; cache the verdict, positive or negative, for ``ttl_s``."""
         self.lookups += 1
         async with self._pool.connection() as conn:
-            cur = await conn.execute(QUERIES["api_token_authenticate"], {"token_hash": digest})
-            row = await cur.fetchone()
+            owner = await tokens.authenticate(conn, digest)
         expires = time.monotonic() + self.ttl_s
-        if row is None:
+        if owner is None:
             self._cache.pop(digest, None)
             self._refused.pop(digest, None)  # re-insert at the young end
             if len(self._refused) >= _CACHE_MAX:
                 del self._refused[next(iter(self._refused))]
             self._refused[digest] = expires
             return None
-        principal = Principal(user_id=row[0], role=Role(row[1]), token_id=row[2])
+        principal = Principal(user_id=owner.user_id, role=Role(owner.role), token_id=owner.token_id)
         self._refused.pop(digest, None)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()

@@ -1,12 +1,18 @@
 """``/healthz`` (the process answers), ``/readyz`` (database reachable, schema current) and
-``/metrics`` (Prometheus). Public: load balancers and scrapers carry no token.
+``/metrics`` (Prometheus). Public: load balancers and scrapers carry no API token; /metrics
+needs PGQUEUE_METRICS_TOKEN when that is set.
 """
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get
+import hmac
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.exceptions import NotAuthorizedException
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from pgqueue.api.auth import bearer
 from pgqueue.api.schemas import Health
 from pgqueue.api.services import ServicesDep
 from pgqueue.db.migrate import current_version, latest_version
@@ -50,7 +56,16 @@ class HealthController(Controller):
         )
 
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-    async def metrics(self, services: ServicesDep) -> bytes:
+    async def metrics(self, services: ServicesDep, request: Request[Any, Any, Any]) -> bytes:
+        """A snapshot at most ``REFRESH_S`` old (api/metrics.py). With PGQUEUE_METRICS_TOKEN
+        set, only a scraper that sends it as a bearer token gets it."""
+        expected = services.settings.metrics_token
+        if expected:
+            given = bearer(request.headers.get("authorization")) or ""
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise NotAuthorizedException(
+                    "Authorization: /metrics needs 'Bearer <PGQUEUE_METRICS_TOKEN>'"
+                )
         services.metrics.ws_subscribers.set(services.hub.subscriber_count)
         services.metrics.long_polls.set(services.polls.open)
         return await services.metrics.render(services.pool)

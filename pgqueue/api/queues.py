@@ -12,7 +12,6 @@ from litestar.params import FromPath, JSONBody
 
 from pgqueue.api.auth import Role, require
 from pgqueue.api.schemas import (
-    QueueSettings,
     QueueSettingsPatch,
     QueueStats,
     QueueUsage,
@@ -20,8 +19,10 @@ from pgqueue.api.schemas import (
     UserUsage,
 )
 from pgqueue.api.services import PrincipalDep, ServicesDep
+from pgqueue.db import limits
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
+from pgqueue.limits import QueueSettings
 from pgqueue.tasks import QueueName
 
 
@@ -39,7 +40,7 @@ class QueuesController(Controller):
                     QUERIES["stats_queues_of_user"], {"user_id": principal.user_id}
                 )
             rows = await cur.fetchall()
-        return [QueueStats(*row) for row in rows]
+        return [QueueStats.from_row(row) for row in rows]
 
     @get("/stats", summary="Totals and usage (tokens, cost) by user and by queue")
     async def stats(self, services: ServicesDep, principal: PrincipalDep) -> Stats:
@@ -62,7 +63,10 @@ class QueuesController(Controller):
         )
         return Stats(tasks=totals, usage=usage, by_user=by_user, by_queue=by_queue)
 
-    @patch("/queues/{name:str}", summary="Pause or resume a queue, set its concurrency limit")
+    @patch(
+        "/queues/{name:str}",
+        summary="Pause or resume a queue; set its concurrency, rate, per-user, fair, breaker limits",  # noqa: E501
+    )
     async def settings(
         self,
         name: FromPath[str],
@@ -76,8 +80,17 @@ class QueuesController(Controller):
             queue = msgspec.convert(name, QueueName)
         except msgspec.ValidationError as exc:
             raise InvalidInput("name", f"{name!r} is not a queue name: {exc}") from None
-        if data.paused is msgspec.UNSET and data.concurrency_limit is msgspec.UNSET:
-            raise InvalidInput("paused", "give paused and/or concurrency_limit")
+        limit_changes = data.limit_changes()
+        if (
+            data.paused is msgspec.UNSET
+            and data.concurrency_limit is msgspec.UNSET
+            and not limit_changes
+        ):
+            raise InvalidInput(
+                "paused",
+                "give paused, concurrency_limit, rate_limit, per_user_concurrency, fair"
+                " and/or circuit_breaker",
+            )
         row = None
         async with services.pool.connection() as conn, conn.transaction():
             if data.paused is not msgspec.UNSET:
@@ -88,5 +101,7 @@ class QueuesController(Controller):
                     QUERIES["queue_set_limit"], {"queue": queue, "limit": data.concurrency_limit}
                 )
                 row = await cur.fetchone()
+            if limit_changes:
+                return await limits.set_queue(conn, queue, limit_changes)
         assert row is not None
-        return QueueSettings(*row)
+        return QueueSettings.from_row(row)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from pgqueue.limits import CircuitBreaker, RateLimit
 from pgqueue.tasks import (
     BackoffSeconds,
     NewTask,
@@ -80,6 +81,29 @@ class LeasedTask(Task, frozen=True):
     """A claimed task with its lease: send the lease with every heartbeat and outcome."""
 
     lease: str
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §10
+    signals: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §11: sent so far
+
+
+SignalName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+
+
+class SignalIn(_Input, frozen=True):
+    """``POST /tasks/{id}/signal`` (SPEC §11)."""
+
+    name: SignalName
+    payload: Any = None
+
+
+class WaitIn(_Input, frozen=True):
+    """``POST /tasks/{id}/wait``: a remote worker ends the attempt as a wait (SPEC §11)."""
+
+    lease: Lease
+    signal: SignalName
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400.0)] | None = None
+    usage: UsageIn | None = None
 
 
 class Heartbeat(_Input, frozen=True):
@@ -152,24 +176,75 @@ class QueueStats(msgspec.Struct, frozen=True):
     completed_last_minute: int
     paused: bool
     concurrency_limit: int | None
+    # §12 limits: null/false when not set; open_breakers: kinds not claimed now
+    rate_limit: RateLimit | None = None
+    per_user_concurrency: int | None = None
+    fair: bool = False
+    circuit_breaker: CircuitBreaker | None = None
+    open_breakers: list[str] = msgspec.field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> QueueStats:
+        """From the columns of the ``stats_queues`` query."""
+        (
+            name,
+            pending,
+            running,
+            completed,
+            failed,
+            cancelled,
+            due,
+            oldest,
+            last_minute,
+            paused,
+            limit,
+            rate_n,
+            rate_s,
+            per_user,
+            fair,
+            b_fail,
+            b_cool,
+            open_breakers,
+        ) = row
+        return cls(
+            name,
+            pending,
+            running,
+            completed,
+            failed,
+            cancelled,
+            due,
+            oldest,
+            last_minute,
+            paused,
+            limit,
+            rate_limit=RateLimit(rate_n, rate_s) if rate_n is not None else None,
+            per_user_concurrency=per_user,
+            fair=bool(fair),
+            circuit_breaker=CircuitBreaker(b_fail, b_cool) if b_fail is not None else None,
+            open_breakers=list(open_breakers),
+        )
 
 
 class QueueSettingsPatch(_Input, frozen=True):
-    """``PATCH /queues/{name}``: pause/resume, and a concurrency limit (null removes it)."""
+    """``PATCH /queues/{name}``: pause/resume, a concurrency limit, and the §12 limits; null
+    removes a limit, an absent field leaves it as it is."""
 
     paused: bool | msgspec.UnsetType = msgspec.UNSET
     concurrency_limit: Annotated[int, msgspec.Meta(ge=1, le=100000)] | msgspec.UnsetType | None = (
         msgspec.UNSET
     )
+    rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
+    per_user_concurrency: (
+        Annotated[int, msgspec.Meta(ge=1, le=100000)] | msgspec.UnsetType | None
+    ) = msgspec.UNSET
+    fair: bool | msgspec.UnsetType = msgspec.UNSET
+    circuit_breaker: CircuitBreaker | msgspec.UnsetType | None = msgspec.UNSET
 
-
-class QueueSettings(msgspec.Struct, frozen=True):
-    """A queue's settings row, ``pgqueue.queues``; limits hold across all workers."""
-
-    name: str
-    concurrency_limit: int | None
-    paused: bool
-    updated_at: datetime
+    def limit_changes(self) -> dict[str, Any]:
+        """The §12 settings this patch sets (pgqueue.db.limits.set_queue applies them)."""
+        fields = ("rate_limit", "per_user_concurrency", "fair", "circuit_breaker")
+        return {f: getattr(self, f) for f in fields if getattr(self, f) is not msgspec.UNSET}
 
 
 class WorkerStatus(msgspec.Struct, frozen=True):

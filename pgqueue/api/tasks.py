@@ -15,11 +15,11 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from pgqueue import otel
 from pgqueue.api.auth import Principal, Role
-from pgqueue.api.schemas import MAX_WAIT_S, Batch, TaskPage
+from pgqueue.api.schemas import MAX_WAIT_S, Batch, SignalIn, TaskPage
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.tasks import Event, NewTask, Status, Task
@@ -195,6 +195,24 @@ class TasksController(Controller):
         task = await readable(services, principal, task_id)
         _may_act(task, principal)
         return await services.queue.retry(task.id)
+
+    @post("/{task_id:str}/signal", status_code=HTTP_202_ACCEPTED, summary="Signal a task")
+    async def signal(
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[SignalIn],
+        services: ServicesDep,
+        principal: PrincipalDep,
+    ) -> Response[Task]:
+        """Send a signal (SPEC §11): stored, and a task waiting for it runs again. 202 + the
+        task; the same signal again: 200 with ``Signal-Replayed: true``; the same name with
+        another payload, or a finished task: 409. Users signal their own tasks only."""
+        task = await readable(services, principal, task_id)
+        _may_act(task, principal)
+        sent = await services.queue.send_signal(task.id, data.name, data.payload)
+        if sent.replayed:
+            return Response(sent.task, status_code=HTTP_200_OK, headers={"Signal-Replayed": "true"})
+        return Response(sent.task, status_code=HTTP_202_ACCEPTED)
 
     @get("/{task_id:str}/events", summary="A task's audit trail, oldest first")
     async def events(

@@ -30,6 +30,7 @@ from pgqueue.api.schemas import (
     LeasedTask,
     Release,
     UsageIn,
+    WaitIn,
     WorkerStatus,
 )
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
@@ -37,7 +38,7 @@ from pgqueue.api.wakeup import first_of
 from pgqueue.db import transitions
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
-from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released, name_of
+from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released, Waiting, name_of
 from pgqueue.tasks import Task, Usage, lease_parse, result_json
 
 _encode = msgspec.json.Encoder().encode
@@ -98,11 +99,30 @@ class WorkersController(Controller):
         ``run_at`` came (they send no NOTIFY).
         """
         require(principal, Role.WORKER, Role.ADMIN)
-        await self._register(data, request, services, principal)
+        worker = {
+            "id": data.worker_id,
+            "host": data.host or (request.client.host if request.client else "unknown"),
+            "pid": data.pid,
+            "queues": data.queues,
+            "kinds": data.kinds or [],
+            "concurrency": data.concurrency or data.limit,
+            "running": data.running,
+        }
+        if not await transitions.register_worker(services.pool, worker, principal.token_id):
+            raise Conflict(
+                f"worker_id: {data.worker_id!r} is in use by a worker with another token; "
+                "pick another id"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + data.wait_s
+
+        async def claim_once() -> list[Task]:
+            return await transitions.claim(
+                services.pool, data.worker_id, data.queues, data.kinds, data.limit
+            )
+
         with services.wakeups.watch(data.queues) as woken:
-            claimed = await self._claim_once(data, services)
+            claimed = await claim_once()
             if not claimed and data.wait_s > 0:
                 # Parked on NOTIFY, no connection held (api/wakeup.py), and given up at once
                 # when the client disconnects or the server shuts down: nothing is claimed
@@ -119,48 +139,23 @@ class WorkersController(Controller):
                         if hold.ended:
                             break
                         woken.clear()
-                        claimed = await self._claim_once(data, services)
+                        claimed = await claim_once()
         for task in claimed:
             services.metrics.claimed.labels(queue=task.queue).inc()
             if task.started_at is not None:
                 wait = (task.started_at - task.run_at).total_seconds()
                 services.metrics.claim_wait.observe(max(wait, 0.0))
-        return [LeasedTask(**msgspec.structs.asdict(t), lease=t.lease) for t in claimed]
-
-    async def _claim_once(self, data: JSONBody[Claim], services: ServicesDep) -> list[Task]:
-        return await transitions.claim(
-            services.pool, data.worker_id, data.queues, data.kinds, data.limit
-        )
-
-    async def _register(
-        self,
-        data: JSONBody[Claim],
-        request: Request[Any, Any, Any],
-        services: ServicesDep,
-        principal: Principal,
-    ) -> None:
-        """Upsert the worker's row, bound to the caller's token; 409 if another token holds it."""
-        client = request.client.host if request.client else "unknown"
-        async with services.pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["worker_heartbeat"],
-                {
-                    "id": data.worker_id,
-                    "host": data.host or client,
-                    "pid": data.pid,
-                    "queues": data.queues,
-                    "kinds": data.kinds or [],
-                    "concurrency": data.concurrency or data.limit,
-                    "running": data.running,
-                    "token_id": principal.token_id,
-                },
+        results = await transitions.dependency_results(services.pool, claimed)
+        signals = await transitions.signal_payload(services.pool, [t.id for t in claimed])
+        return [
+            LeasedTask(
+                **msgspec.structs.asdict(t),
+                lease=t.lease,
+                dependency_results=results.get(t.id, {}),
+                signals=signals.get(t.id, {}),
             )
-            registered = await cur.fetchone()
-        if registered is None:
-            raise Conflict(
-                f"worker_id: {data.worker_id!r} is in use by a worker with another token; "
-                "pick another id"
-            )
+            for t in claimed
+        ]
 
     @post("/tasks/{task_id:str}/heartbeat", status_code=HTTP_200_OK, summary="Heartbeat")
     async def heartbeat(
@@ -278,6 +273,20 @@ class WorkersController(Controller):
         outcome = Released(usage=_usage(data.usage))
         return await _finish(services, principal, fence(task_id, data.lease), outcome)
 
+    @post("/tasks/{task_id:str}/wait", status_code=HTTP_200_OK, summary="Wait for a signal")
+    async def wait(
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[WaitIn],
+        services: ServicesDep,
+        principal: PrincipalDep,
+    ) -> Task:
+        """End the attempt as a wait for ``signal`` (SPEC §11): ``waiting``, the attempt given
+        back; ``pending`` at once if that signal was sent meanwhile."""
+        require(principal, Role.WORKER, Role.ADMIN)
+        outcome = Waiting(signal=data.signal, timeout_s=data.timeout_s, usage=_usage(data.usage))
+        return await _finish(services, principal, fence(task_id, data.lease), outcome)
+
     @get("/workers", summary="Live workers")
     async def workers(self, services: ServicesDep, principal: PrincipalDep) -> list[WorkerStatus]:
         """Local and remote workers with a heartbeat row, and how old that heartbeat is.
@@ -300,15 +309,12 @@ async def _finish(
     backoff_max_s: float | None = None,
 ) -> Task:
     """Record one outcome through the statement every worker uses; the task as it is now."""
+    # The handler's backoff if the worker sent it (the server does not know its handlers).
     row = transitions.finish(
-        f.id,
-        f.attempt,
-        f.worker_id,
-        outcome,
-        # The handler's backoff (a remote worker knows its handlers; the server does not).
+        f.id, f.attempt, f.worker_id, outcome,
         backoff_base_s=backoff_base_s or services.settings.backoff_base_s,
         backoff_max_s=backoff_max_s or services.settings.backoff_max_s,
-    )
+    )  # fmt: skip
     done = await transitions.finish_many(services.pool, [row], token_id=principal.token_id)
     if not done:
         raise await transitions.refusal(services.pool, f.id, f.lease)

@@ -29,8 +29,11 @@ COMMANDS = [
     "token",
     "status",
     "queue",
+    "limits",
+    "why",
     "schedule",
     "purge",
+    "signal",
     "health",
     "mcp",
 ]

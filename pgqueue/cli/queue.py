@@ -1,63 +1,123 @@
-"""``pgqueue queue pause|resume|limit QUEUE``: steer a queue across all workers at once."""
+"""``pgqueue queue pause|resume|limit|rate-limit|per-user|fair|breaker QUEUE …``: steer a queue
+across all workers at once (SPEC §12 limits included)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any, LiteralString
+import re
+from typing import Any
+
+import msgspec
 
 from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.db import limits
 from pgqueue.db.pool import connect
 from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
+from pgqueue.limits import CircuitBreaker, QueueSettings, RateLimit
+
+_RATIO = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)s?$", re.ASCII)
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "queue", help="pause or resume a queue, or cap how many of its tasks run at once"
+        "queue", help="pause or resume a queue, or set its limits (concurrency, rate, ...)"
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (("pause", "stop claiming from QUEUE"), ("resume", "claim again")):
         sub = actions.add_parser(name, help=text)
         sub.add_argument("queue")
         add_settings_flags(sub, "dsn")
-    limit = actions.add_parser("limit", help="at most N running at once, across all workers")
-    limit.add_argument("queue")
-    limit.add_argument("n", help="a positive number, or 'none' to remove the limit")
-    add_settings_flags(limit, "dsn")
+    for name, value, text in (
+        ("limit", "n", "at most N running at once, across all workers ('none' removes it)"),
+        ("rate-limit", "rate", "at most N starts in any S seconds: N/S, e.g. 100/60 ('none')"),
+        ("per-user", "n", "at most N running tasks per user_id ('none' removes it)"),
+        ("fair", "on_off", "on: serve the user with the fewest running tasks first; off"),
+        ("breaker", "rule", "after F failures in a row of a kind, rest it C s: F/C ('none')"),
+    ):
+        sub = actions.add_parser(name, help=text)
+        sub.add_argument("queue")
+        sub.add_argument(value)
+        add_settings_flags(sub, "dsn")
     parser.set_defaults(run=run)
+
+
+def _positive(text: str, field: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    if text.isascii() and text.isdigit() and int(text) > 0:  # '²'.isdigit() holds too
+        return int(text)
+    raise InvalidInput(field, f"{text!r} is not a positive number or 'none'")
+
+
+def _ratio(text: str, field: str) -> tuple[int, float] | None:
+    if text.lower() == "none":
+        return None
+    match = _RATIO.match(text.strip())
+    if match is None:
+        raise InvalidInput(field, f"{text!r} is not N/S like 100/60, or 'none'")
+    return int(match.group(1)), float(match.group(2))
+
+
+def changes_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The §12 setting this command line asks for, validated like the API's."""
+    try:
+        if args.action == "rate-limit":
+            pair = _ratio(args.rate, "rate")
+            if pair is None:
+                return {"rate_limit": None}
+            return {"rate_limit": msgspec.convert({"tasks": pair[0], "per_s": pair[1]}, RateLimit)}
+        if args.action == "per-user":
+            return {"per_user_concurrency": _positive(args.n, "n")}
+        if args.action == "fair":
+            if args.on_off not in ("on", "off"):
+                raise InvalidInput("on_off", f"{args.on_off!r} is neither 'on' nor 'off'")
+            return {"fair": args.on_off == "on"}
+        pair = _ratio(args.rule, "rule")
+        if pair is None:
+            return {"circuit_breaker": None}
+        rule = {"failures": pair[0], "cool_down_s": pair[1]}
+        return {"circuit_breaker": msgspec.convert(rule, CircuitBreaker)}
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(args.action, str(exc)) from None
+
+
+def describe(q: QueueSettings) -> str:
+    parts = ["paused" if q.paused else "active", f"limit {q.concurrency_limit or 'none'}"]
+    if q.rate_limit is not None:
+        parts.append(f"rate {q.rate_limit.tasks}/{q.rate_limit.per_s:g}s")
+    if q.per_user_concurrency is not None:
+        parts.append(f"per-user {q.per_user_concurrency}")
+    if q.fair:
+        parts.append("fair")
+    if q.circuit_breaker is not None:
+        parts.append(f"breaker {q.circuit_breaker.failures}/{q.circuit_breaker.cool_down_s:g}s")
+    return f"queue {q.name}: " + ", ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not settings.dsn:
         raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
-    params: dict[str, Any] = {"queue": args.queue}
-    query = {
-        "pause": QUERIES["queue_pause"],
-        "resume": QUERIES["queue_resume"],
-        "limit": QUERIES["queue_set_limit"],
-    }[args.action]
-    if args.action == "limit":
-        if args.n.lower() == "none":
-            params["limit"] = None
-        elif args.n.isascii() and args.n.isdigit() and int(args.n) > 0:
-            params["limit"] = int(args.n)
-        else:
-            raise InvalidInput("n", f"{args.n!r} is not a positive number or 'none'")
-    name, limit, paused = asyncio.run(_apply(settings.dsn, query, params))
-    print(f"queue {name}: {'paused' if paused else 'active'}, limit {limit or 'none'}")
+    print(describe(asyncio.run(_apply(settings.dsn, args))))
     return 0
 
 
-async def _apply(
-    dsn: str,
-    query: LiteralString,
-    params: dict[str, Any],
-) -> tuple[str, int | None, bool]:
+async def _apply(dsn: str, args: argparse.Namespace) -> QueueSettings:
     conn = await connect(dsn)
     async with conn:
-        cur = await conn.execute(query, params)
-        row = await cur.fetchone()
-    assert row is not None
-    return row[0], row[1], row[2]
+        if args.action in ("pause", "resume", "limit"):
+            params: dict[str, Any] = {"queue": args.queue}
+            if args.action == "limit":
+                params["limit"] = _positive(args.n, "n")
+            query = {
+                "pause": QUERIES["queue_pause"],
+                "resume": QUERIES["queue_resume"],
+                "limit": QUERIES["queue_set_limit"],
+            }[args.action]
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone()
+            assert row is not None
+            return QueueSettings.from_row(row)
+        return await limits.set_queue(conn, args.queue, changes_of(args))

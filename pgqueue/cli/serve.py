@@ -15,9 +15,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.db import tokens
 from pgqueue.db.migrate import current_version, latest_version
 from pgqueue.db.pool import connect
-from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
 from pgqueue.logging import configure as configure_logging
 from pgqueue.settings import Settings
@@ -130,9 +130,8 @@ async def _check(settings: Settings) -> tuple[int, int]:
         version = await current_version(conn)
         if version < latest_version():
             return version, 0
-        cur = await conn.execute(QUERIES["api_token_count_live"])
-        row = await cur.fetchone()
-    return version, int(row[0]) if row else 0
+        live = await tokens.count_live(conn)
+    return version, live
 
 
 def _as_env(settings: Settings) -> dict[str, str]:

@@ -41,6 +41,8 @@ class QueueRow(msgspec.Struct, frozen=True):
     completed_last_minute: int
     paused: bool
     concurrency_limit: int | None
+    limits: str | None  # every §12 limit of the queue in one line (queue_stats.limits)
+    open_breakers: list[str]
 
 
 class WorkerRow(msgspec.Struct, frozen=True):
@@ -123,7 +125,7 @@ def render(snap: Snapshot) -> str:
             (
                 "queue",
                 "state",
-                "limit",
+                "limits",
                 "due",
                 "pending",
                 "running",
@@ -137,7 +139,8 @@ def render(snap: Snapshot) -> str:
                 (
                     q.queue,
                     "PAUSED" if q.paused else "active",
-                    q.concurrency_limit,
+                    (q.limits or "")
+                    + "".join(f", {kind} breaker OPEN" for kind in q.open_breakers),
                     q.due,
                     q.pending,
                     q.running,

@@ -6,10 +6,10 @@ import argparse
 import asyncio
 from typing import Any
 
-from pgqueue.api.auth import CACHE_TTL_S, Role, TokenInfo, new_token, token_hash
+from pgqueue.api.auth import CACHE_TTL_S, Role, new_token, token_hash
 from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.db import tokens
 from pgqueue.db.pool import connect
-from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput, NotFound
 
 
@@ -44,27 +44,20 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
     async with conn:
         if args.action == "create":
             token = new_token()
-            cur = await conn.execute(
-                QUERIES["api_token_insert"],
-                {
-                    "token_hash": token_hash(token),
-                    "prefix": token[:10],
-                    "user_id": args.user,
-                    "role": args.role,
-                    "note": args.note,
-                },
+            info = await tokens.insert(
+                conn,
+                token_hash=token_hash(token),
+                prefix=token[:10],
+                user_id=args.user,
+                role=args.role,
+                note=args.note,
             )
-            row = await cur.fetchone()
-            assert row is not None
-            info = TokenInfo(*row)
             print(f"token {info.id} ({info.prefix}…) for user {info.user_id}, role {info.role}")
             print("store it now: it is not shown again")
             print(token)
             return 0
         if args.action == "list":
-            cur = await conn.execute(QUERIES["api_token_list"])
-            for row in await cur.fetchall():
-                info = TokenInfo(*row)
+            for info in await tokens.list_all(conn):
                 state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
                 used = f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "never"
                 print(
@@ -72,12 +65,10 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
                     f"{state:<24} used {used}  {info.note or ''}"
                 )
             return 0
-        cur = await conn.execute(QUERIES["api_token_revoke"], {"ref": args.ref})
-        rows = await cur.fetchall()
-        if not rows:
+        revoked = await tokens.revoke(conn, args.ref)
+        if not revoked:
             raise NotFound(f"no live token with id or prefix {args.ref!r}")
-        for row in rows:
-            info = TokenInfo(*row)
+        for info in revoked:
             print(
                 f"revoked token {info.id} ({info.prefix}…) of {info.user_id}; running servers"
                 f" refuse it within {CACHE_TTL_S:g} s (their token cache)"

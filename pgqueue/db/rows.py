@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg import AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import RowMaker
 
 from pgqueue.tasks import Event, Status, Task
+
+Conn = AsyncConnection[Any]
+"""What every ``db/`` function runs on: a pooled connection or a caller's own."""
 
 _TASK_FIELDS = list(Task.__struct_fields__)
 _STATUS_AT = _TASK_FIELDS.index("status")

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.errors import NotFound, StaleLease
-from pgqueue.outcomes import Completed, Failed, Outcome, OutcomeName, name_of
+from pgqueue.outcomes import Completed, Failed, Outcome, OutcomeName, Waiting, name_of
 from pgqueue.tasks import Status, Task, TaskId, Usage
 
 _encode = msgspec.json.Encoder().encode
@@ -56,6 +56,52 @@ async def next_run_at(
     return None if row is None else row[0]
 
 
+async def register_worker(
+    pool: AsyncConnectionPool, worker: dict[str, Any], token_id: int | None
+) -> bool:
+    """Upsert a worker's heartbeat row, bound to ``token_id`` (a remote worker's token).
+
+    False when another token holds that worker id: its leases are not this caller's.
+    """
+    async with pool.connection() as conn:
+        cur = await conn.execute(QUERIES["worker_heartbeat"], {**worker, "token_id": token_id})
+        return await cur.fetchone() is not None
+
+
+async def dependency_results(
+    pool: AsyncConnectionPool, tasks: Sequence[Task]
+) -> dict[TaskId, dict[str, Any]]:
+    """``{task id: {dependency id: result}}`` for the claimed ``tasks`` that have dependencies
+    (SPEC §10): one query, none at all when no task has any."""
+    pairs = [(t.id, d) for t in tasks for d in t.depends_on]
+    out: dict[TaskId, dict[str, Any]] = {t.id: {} for t in tasks if t.depends_on}
+    if not pairs:
+        return out
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            QUERIES["task_dependency_results"],
+            {"ids": [p[0] for p in pairs], "deps": [p[1] for p in pairs]},
+        )
+        for task_id, dep, result in await cur.fetchall():
+            out[TaskId(task_id)][str(dep)] = result
+    return out
+
+
+async def signal_payload(
+    pool: AsyncConnectionPool, task_ids: Sequence[uuid.UUID], name: str | None = None
+) -> dict[TaskId, dict[str, Any]]:
+    """``{task id: {signal name: payload}}``: the signals already sent to these tasks (all
+    names, or only ``name``), as ``ctx.wait_for_signal`` and remote claims need them."""
+    out: dict[TaskId, dict[str, Any]] = {}
+    if not task_ids:
+        return out
+    async with pool.connection() as conn:
+        cur = await conn.execute(QUERIES["task_signals"], {"ids": list(task_ids), "name": name})
+        for task_id, sig, payload in await cur.fetchall():
+            out.setdefault(TaskId(task_id), {})[sig] = payload
+    return out
+
+
 class Finish(msgspec.Struct, frozen=True, omit_defaults=True):
     """One row of ``task_finish_many``: the lease it is fenced by and the outcome.
 
@@ -75,6 +121,9 @@ class Finish(msgspec.Struct, frozen=True, omit_defaults=True):
     # The backoff when the task has none of its own: the handler's, else the settings'.
     backoff_base_s: float | None = None
     backoff_max_s: float | None = None
+    # A wait (SPEC §11): the signal's name and, if any, its timeout.
+    signal: str | None = None
+    wait_s: float | None = None
 
 
 def finish(
@@ -99,6 +148,11 @@ def finish(
             error=outcome.error, retryable=outcome.retryable, retry_in_s=outcome.retry_in_s,
             exit_code=outcome.exit_code, usage=usage,
             backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s,
+        )  # fmt: skip
+    if isinstance(outcome, Waiting):
+        return Finish(
+            task_id, attempt, worker_id, "waiting",
+            signal=outcome.signal, wait_s=outcome.timeout_s, usage=usage,
         )  # fmt: skip
     return Finish(task_id, attempt, worker_id, name_of(outcome), usage=usage)
 

@@ -18,7 +18,6 @@ producer could predict and plant first, suppressing the fire; SPEC §3.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -33,6 +32,7 @@ from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.queue import Queue
 from pgqueue.schedules import cron
 from pgqueue.schedules.models import Schedule
+from pgqueue.services.supervisor import supervise
 from pgqueue.settings import Settings
 from pgqueue.tasks import TaskId
 
@@ -152,20 +152,23 @@ async def _enqueue_fire(conn: AsyncConnection[Any], queue: Queue, schedule: _Due
 
 
 async def run_scheduler(pool: AsyncConnectionPool, settings: Settings, stop: asyncio.Event) -> None:
-    """Fire due schedules until ``stop`` is set. Safe to run in any number of processes."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            fired = await fire_due_schedules(pool, settings)
-            if fired:
-                log.info("fired %d schedules", fired)
-            wait = await _seconds_to_next(pool, MAX_SLEEP_S)
-            delay = 0.5
-        except (psycopg.Error, OSError) as exc:  # the database is away: keep trying
-            log.warning("scheduler pass failed (%s); retrying in %.1fs", exc, delay)
-            wait, delay = delay, min(delay * 2, 30.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait)
+    """Fire due schedules until ``stop`` is set. Safe to run in any number of processes.
+
+    A supervised loop (pgqueue/services/supervisor.py): a failed pass is logged and retried
+    after a back-off; nothing it raises ends the loop.
+    """
+
+    await supervise(
+        "scheduler", lambda: scheduler_pass(pool, settings), every_s=MAX_SLEEP_S, stop=stop
+    )
+
+
+async def scheduler_pass(pool: AsyncConnectionPool, settings: Settings) -> float:
+    """Fire what is due; returns the seconds until the next schedule is due (at most 30)."""
+    fired = await fire_due_schedules(pool, settings)
+    if fired:
+        log.info("fired %d schedules", fired)
+    return await _seconds_to_next(pool, MAX_SLEEP_S)
 
 
 async def _seconds_to_next(pool: AsyncConnectionPool, cap: float) -> float:

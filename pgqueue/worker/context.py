@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, Protocol
 
 import msgspec
 
+from pgqueue.outcomes import SignalTimeout, WaitForSignal
 from pgqueue.tasks import Task, TaskId, Usage
+
+_SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_WAIT_S = 366 * 86400.0  # a wait's timeout: a year at most (a bounded number, SPEC §2)
 
 
 class Reporter(Protocol):
@@ -33,6 +38,10 @@ class Reporter(Protocol):
 
     async def wait(self, task: Task, timeout_s: float | None) -> Task: ...
 
+    async def dependency_results(self, task: Task) -> dict[str, Any]: ...
+
+    async def signal_payload(self, task: Task, name: str) -> tuple[bool, Any]: ...
+
 
 class Context:
     """Handed to every handler call: the task, progress, checkpoints, usage, cancellation."""
@@ -43,6 +52,8 @@ class Context:
         self.usage = Usage()
         self.cancel_requested = False
         self.exit_code: int | None = None  # set by command tasks; recorded with the outcome
+        # {dependency id: its result} (SPEC §10), filled before the handler starts
+        self.dependency_results: dict[str, Any] = {}
         self.log = logging.getLogger(f"pgqueue.task.{task.kind}")
         self._loop = asyncio.get_running_loop()
         # The asyncio task running this attempt: a cancel seen in a progress answer stops it.
@@ -104,6 +115,27 @@ class Context:
             self.usage.output_tokens + output_tokens,
             self.usage.cost + cost,
         )
+
+    async def wait_for_signal(self, name: str, timeout_s: float | None = None) -> Any:
+        """The payload of the signal ``name`` sent to this task (SPEC §11).
+
+        Sent already (before or during an earlier attempt): returned at once. Otherwise the
+        attempt ends here: the task becomes ``waiting``, frees its slot, gives the attempt
+        back, and runs again from the start (with its checkpoint) once the signal comes, when
+        this call returns its payload. If ``timeout_s`` passes first (the database's clock),
+        the re-run's call raises ``pgqueue.SignalTimeout``.
+        """
+        if not _SIGNAL_NAME.match(name):
+            raise ValueError(f"signal name {name!r} is not 1-128 chars of [A-Za-z0-9_.:-]")
+        if timeout_s is not None and not 0 < timeout_s <= MAX_WAIT_S:
+            raise ValueError(f"timeout_s must be > 0 and <= {MAX_WAIT_S}, got {timeout_s}")
+        found, payload = await self._reporter.signal_payload(self.task, name)
+        if found:
+            return payload
+        waited = self.task.waiting_for or {}
+        if waited.get("signal") == name and waited.get("timed_out"):
+            raise SignalTimeout(f"no signal {name!r} before {waited.get('until')}")
+        raise WaitForSignal(name, timeout_s)
 
     async def enqueue(self, kind: str, payload: Any = None, **fields: Any) -> Task:
         """Enqueue a child task (its ``parent_id`` is this task, its owner this task's owner)."""

@@ -15,7 +15,17 @@ import msgspec
 from pgqueue import logging as log_context
 from pgqueue import otel
 from pgqueue.errors import InvalidInput, PayloadTooLarge
-from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Permanent, Released, Retry
+from pgqueue.outcomes import (
+    Cancelled,
+    Completed,
+    Failed,
+    Outcome,
+    Permanent,
+    Released,
+    Retry,
+    WaitForSignal,
+    Waiting,
+)
 from pgqueue.tasks import Task, check_result_size
 from pgqueue.worker.context import Context, Reporter
 from pgqueue.worker.handlers import Handler
@@ -73,6 +83,8 @@ async def _attempt(
     ctx = Context(task, reporter)
     timeout_s = task.timeout_s or handler.timeout_s
     try:
+        if task.depends_on:
+            ctx.dependency_results = await reporter.dependency_results(task)
         payload = handler.decode_payload(task.payload)
         async with asyncio.timeout(timeout_s):
             if handler.is_async:
@@ -89,6 +101,8 @@ async def _attempt(
         error = error_info(exc, retryable=True, kind="timeout")
         error["message"] = f"attempt exceeded its timeout of {timeout_s}s"
         return Failed(error=error, retryable=True, usage=ctx.usage, exit_code=ctx.exit_code), ctx
+    except WaitForSignal as wait:  # the attempt ends as a wait (SPEC §11)
+        return Waiting(signal=wait.signal, timeout_s=wait.timeout_s, usage=ctx.usage), ctx
     except asyncio.CancelledError:
         if shutting_down is not None and shutting_down.is_set() and not ctx.cancel_requested:
             return Released(usage=ctx.usage), ctx

@@ -1,17 +1,16 @@
-"""Recording outcomes: completions are flushed in batches, the rest one by one.
+"""The local worker's ``Recorder``: outcomes written in batches, one statement per flush.
 
-While one flush is in flight, finished tasks accumulate; the next flush writes them in one
-statement (at most ``MAX_FLUSH``). There is no timer: an idle worker records a completion at
-once (latency), a busy one batches by itself (throughput). A failed flush (database restart)
-is retried until it succeeds; a row the database refuses (stale lease: the task was reaped
-and given to another worker) is dropped, which is the at-least-once contract.
+While one flush is in flight, finished tasks accumulate; the next flush writes them all with
+``task_finish_many`` (at most ``MAX_FLUSH``), whatever mix of outcomes they are. There is no
+timer: an idle worker records a completion at once (latency), a busy one batches by itself
+(throughput). A failed flush (database restart) is retried until it succeeds; a row the
+database refuses (stale lease: the task was reaped and given to another worker) is dropped,
+which is the at-least-once contract; a batch the database refuses as such (a value jsonb
+cannot store) is written row by row, and the culprit recorded as ``unrecordable_outcome``.
 
-A task is still ``running`` in the database until its outcome is written, so the worker
-stops claiming while more than ``concurrency`` outcomes wait (``unrecorded``; see loop.py),
-and flushes stay small and quick. Without that bound, a worker with a deep backlog claimed
-faster than it recorded: draining 40,000 no-ops at concurrency 500,
-27,500 rows were "running" at once, one flush held 20,000 completions for over 15 s, the
-reaper requeued thousands of finished tasks as stalled, and the drain fell to ~800 tasks/s.
+A task is still ``running`` in the database until its outcome is written, so the core stops
+claiming while more than ``concurrency`` outcomes wait (``unrecorded``; see core.py), and
+flushes stay small and quick. docs/benchmarks.md has what a worker did without that bound.
 """
 
 from __future__ import annotations
@@ -27,17 +26,19 @@ from pgqueue.db.transitions import Finish, finish, finish_many
 from pgqueue.outcomes import Outcome, unrecordable
 from pgqueue.settings import Settings
 from pgqueue.tasks import Task
+from pgqueue.worker.context import Reporter
 from pgqueue.worker.handlers import Handler
 
 log = logging.getLogger(__name__)
 
-# Outcomes per flush statement: keeps each transaction short (a 500-row completion takes a
-# few ms; 20,000 took seconds) whatever the concurrency.
+# Outcomes per flush statement: keeps each transaction short whatever the concurrency (a flush
+# of tens of thousands held its row locks for seconds; docs/benchmarks.md).
 MAX_FLUSH = 1000
 
 
 class Outbox:
-    """A queue of (task, outcome) with one background flusher."""
+    """A queue of (task, outcome) with one background flusher; ``reporter`` serves the
+    handlers' progress, checkpoints and children meanwhile."""
 
     def __init__(
         self,
@@ -45,8 +46,11 @@ class Outbox:
         settings: Settings,
         worker_id: str,
         handlers: Mapping[str, Handler],
+        reporter: Reporter,
+        *,
         on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
+        self.reporter = reporter
         self._pool = pool
         self._settings = settings
         self._handlers = handlers
@@ -95,7 +99,7 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            except psycopg.Error:
+            except Exception:
                 # The database refused the batch itself (say, a result jsonb cannot store):
                 # record one by one so only the culprit is affected.
                 await self._flush_one_by_one(batch)
@@ -111,7 +115,7 @@ class Outbox:
             except psycopg.OperationalError:
                 self._pending.append((task, outcome))  # the connection, not the row: retry
                 self._ready.set()
-            except psycopg.Error as exc:
+            except Exception as exc:
                 log.warning("task %s: its outcome cannot be stored (%s); failing it", task.id, exc)
                 try:
                     failed = unrecordable(outcome, f"the database refused it: {exc}")

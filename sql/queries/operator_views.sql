@@ -3,7 +3,8 @@
 
 -- name: view_queue_stats
 SELECT queue, pending, due, running, completed, failed, cancelled,
-       oldest_due_age_s::float8, completed_last_minute, paused, concurrency_limit
+       oldest_due_age_s::float8, completed_last_minute, paused, concurrency_limit, limits,
+       open_breakers
   FROM pgqueue.queue_stats ORDER BY queue;
 
 -- name: view_worker_status

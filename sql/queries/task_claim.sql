@@ -22,11 +22,20 @@ SELECT c.*
 -- When the earliest future task of these queues becomes due, so an idle worker can sleep
 -- until then instead of polling. One ordered probe of tasks_scheduled_idx per queue (a plain
 -- min() over `queue = ANY(...)` read every pending row: 26 ms with 120,000 of them).
-SELECT min(n.run_at)
-  FROM unnest(%(queues)s::text[]) AS q(name)
- CROSS JOIN LATERAL (
-       SELECT t.run_at FROM pgqueue.tasks t
-        WHERE t.status = 'pending' AND t.run_at > t.created_at AND t.queue = q.name
-          AND t.run_at > now() AND t.kind = ANY(%(kinds)s::text[])
-        ORDER BY t.run_at
-        LIMIT 1) n;
+-- Limits hold tasks back too (SPEC §12): the moment a full rate limit frees a slot, and the
+-- end of an open circuit breaker's cool-down, count as "due" here; both read only the
+-- settings rows of queues that set those limits.
+SELECT least(
+       (SELECT min(n.run_at)
+          FROM unnest(%(queues)s::text[]) AS q(name)
+         CROSS JOIN LATERAL (
+               SELECT t.run_at FROM pgqueue.tasks t
+                WHERE t.status = 'pending' AND t.run_at > t.created_at AND t.queue = q.name
+                  AND t.run_at > now() AND t.kind = ANY(%(kinds)s::text[])
+                ORDER BY t.run_at
+                LIMIT 1) n),
+       (SELECT min(r.rate_frees_at)
+          FROM pgqueue.queues q CROSS JOIN LATERAL pgqueue.queue_room(q) r
+         WHERE q.name = ANY(%(queues)s::text[]) AND q.rate_limit_tasks IS NOT NULL),
+       (SELECT min(b.open_until) FROM pgqueue.breakers b
+         WHERE b.queue = ANY(%(queues)s::text[]) AND b.open_until > now()));

@@ -11,15 +11,16 @@
 -- pgqueue.tasks.created_task): decoding the whole row back cost a third of a bulk enqueue.
 INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries, timeout_s,
                                 backoff_base_s, backoff_max_s, idempotency_key, user_id, tags,
-                                parent_id, traceparent)
+                                parent_id, traceparent, depends_on, callback_url)
 VALUES (%(kind)s, %(payload)s::jsonb, %(queue)s, %(priority)s,
         coalesce(%(run_at)s::timestamptz, now()) + make_interval(secs => %(delay_s)s::float8),
         %(max_retries)s, %(timeout_s)s::float8, %(backoff_base_s)s::float8,
         %(backoff_max_s)s::float8, %(idempotency_key)s::text, %(user_id)s::text,
-        %(tags)s::text[], %(parent_id)s::uuid, %(traceparent)s::text)
+        %(tags)s::text[], %(parent_id)s::uuid, %(traceparent)s::text,
+        %(depends_on)s::uuid[], %(callback_url)s::text)
 ON CONFLICT ((coalesce(user_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
 DO NOTHING
-RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
+RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key, t.status::text;
 
 -- name: task_insert_many
 -- Insert a batch in one statement from one JSON array (parsed in C by jsonb_to_recordset:
@@ -34,24 +35,26 @@ RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
 -- is a JSON null payload (as in task_insert), not a missing one.
 INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries, timeout_s,
                                 backoff_base_s, backoff_max_s, idempotency_key, user_id, tags,
-                                parent_id, traceparent)
+                                parent_id, traceparent, depends_on, callback_url, id)
 SELECT r.kind, coalesce(r.payload, 'null'), coalesce(r.queue, 'default'), coalesce(r.priority, 0),
        coalesce(r.run_at, now()) + make_interval(secs => coalesce(r.delay_s, 0)),
        coalesce(r.max_retries, 3), r.timeout_s, r.backoff_base_s, r.backoff_max_s,
        r.idempotency_key, coalesce(r.user_id, %(user_id)s::text), coalesce(r.tags, '{}'),
-       r.parent_id, r.traceparent
+       r.parent_id, r.traceparent, coalesce(r.depends_on, '{}'), r.callback_url,
+       coalesce(r.id, gen_random_uuid())
   FROM ROWS FROM (jsonb_to_recordset(%(tasks)s::jsonb) AS (
            kind text, payload jsonb, queue text, priority integer, run_at timestamptz,
            delay_s float8, max_retries integer, timeout_s float8, backoff_base_s float8,
            backoff_max_s float8, idempotency_key text, user_id text, tags text[],
-           parent_id uuid, traceparent text))
+           parent_id uuid, traceparent text, depends_on uuid[], callback_url text, id uuid))
        WITH ORDINALITY AS r(kind, payload, queue, priority, run_at, delay_s, max_retries,
                             timeout_s, backoff_base_s, backoff_max_s, idempotency_key,
-                            user_id, tags, parent_id, traceparent, ord)
+                            user_id, tags, parent_id, traceparent, depends_on, callback_url,
+                            id, ord)
  ORDER BY r.ord
 ON CONFLICT ((coalesce(user_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
 DO NOTHING
-RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key;
+RETURNING t.id, t.seq, t.run_at, t.created_at, t.user_id, t.idempotency_key, t.status::text;
 
 -- name: task_get_by_idempotency_keys
 -- The tasks holding these (owner, key) pairs, to replay them or to find a conflict. Owners
@@ -75,5 +78,6 @@ RETURNING id;
 
 -- name: task_parent_owners
 -- The owners of the named parent tasks (SPEC §1 parent_id: a task the caller may read; the
--- child gets its owner). Asked only for enqueues that name a parent.
+-- child gets its owner), and of dependencies (§10 depends_on: tasks the caller may read).
+-- Asked only for enqueues that name a parent or a dependency.
 SELECT id, user_id FROM pgqueue.tasks WHERE id = ANY(%(ids)s::uuid[]);

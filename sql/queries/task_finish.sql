@@ -11,19 +11,27 @@
 --
 -- The final status is decided here, once, from the row as it is when locked:
 --   completed                            -> completed (a completion that lands first wins)
+--   stopped by a budget (SPEC §12)       -> failed, error budget_exceeded (not retried)
 --   cancel requested, or cancelled       -> cancelled (a cancel wins over retry and release)
 --   released                             -> pending, due now, the attempt given back
+--   waiting (SPEC §11)                   -> waiting for the signal o.signal, until now() +
+--                                           o.wait_s if given, the attempt given back (the
+--                                           trigger makes it pending at once when that signal
+--                                           was sent meanwhile: sql/functions/workflows.sql)
 --   failed, retryable, attempts left     -> pending after retry_in_s or the backoff
 --   otherwise                            -> failed
 -- The fate is computed in a sub-select of the SET so that every column derived from it reads
 -- the same decision, evaluated on the locked row (a cancel committed while this statement
 -- waited for the row lock is seen: READ COMMITTED re-evaluates the SET on the new version).
 UPDATE pgqueue.tasks t
-   SET (status, attempts, run_at, completed_at, error, result, exit_code) = (
+   SET (status, attempts, run_at, completed_at, error, result, exit_code, waiting_for) = (
            SELECT f.status,
                   -- a redeploy must not burn retries: a release gives the attempt back
                   CASE WHEN o.outcome = 'released' AND f.status = 'pending'
-                       THEN t.attempts - 1 ELSE t.attempts END,
+                       THEN t.attempts - 1
+                       -- a wait never uses up a retry (SPEC §11)
+                       WHEN f.status = 'waiting' THEN t.attempts - 1
+                       ELSE t.attempts END,
                   CASE WHEN f.status <> 'pending' THEN t.run_at
                        WHEN o.outcome = 'released' THEN now()
                        ELSE now() + make_interval(secs => coalesce(
@@ -32,10 +40,15 @@ UPDATE pgqueue.tasks t
                                                   coalesce(t.backoff_base_s, o.backoff_base_s),
                                                   coalesce(t.backoff_max_s, o.backoff_max_s))))
                   END,
-                  CASE WHEN f.status = 'pending' THEN NULL ELSE now() END,
-                  CASE WHEN f.status = 'completed' THEN t.error
+                  CASE WHEN f.status IN ('pending', 'waiting') THEN NULL ELSE now() END,
+                  CASE WHEN f.status IN ('completed', 'waiting') THEN t.error
                        -- a release leaves the error as it was, which makes the event 'requeued'
                        WHEN f.status = 'pending' AND o.outcome = 'released' THEN t.error
+                       -- the budget stop's error (pgqueue.budget_stop) is the final one
+                       WHEN f.budget_stop THEN
+                            t.error || CASE WHEN o.outcome = 'failed'
+                                            THEN jsonb_build_object('attempt_error', o.error)
+                                            ELSE '{}'::jsonb END
                        -- a cancelled task says so; a failure that lost to the cancel is kept
                        WHEN f.status = 'cancelled' THEN
                             jsonb_build_object('type', 'cancelled', 'message', 'cancel requested',
@@ -47,21 +60,32 @@ UPDATE pgqueue.tasks t
                   END,
                   CASE WHEN f.status = 'completed' THEN o.result ELSE t.result END,
                   CASE WHEN o.outcome IN ('completed', 'failed') THEN o.exit_code
-                       ELSE t.exit_code END
-             FROM (SELECT CASE
+                       ELSE t.exit_code END,
+                  CASE WHEN f.status <> 'waiting' THEN NULL
+                       WHEN o.wait_s IS NULL THEN jsonb_build_object('signal', o.signal)
+                       ELSE jsonb_build_object('signal', o.signal, 'until',
+                                               now() + make_interval(secs => o.wait_s))
+                  END
+             FROM (SELECT b.budget_stop, CASE
                         WHEN o.outcome = 'completed' THEN 'completed'
+                        -- a user who reached a budget: their running tasks were asked to
+                        -- stop and end failed; a user's own cancel clears the mark
+                        WHEN b.budget_stop THEN 'failed'
                         WHEN o.outcome = 'cancelled' OR t.cancel_requested THEN 'cancelled'
                         WHEN o.outcome = 'released' THEN 'pending'
+                        WHEN o.outcome = 'waiting' THEN 'waiting'
                         WHEN o.outcome = 'failed' AND o.retryable AND t.attempts <= t.max_retries
                              THEN 'pending'
                         ELSE 'failed'
-                   END::pgqueue.task_status AS status) f),
+                   END::pgqueue.task_status AS status
+                     FROM (SELECT o.outcome <> 'completed' AND t.cancel_requested
+                                  AND t.error->>'type' = 'budget_exceeded' AS budget_stop) b) f),
        usage = pgqueue.usage_add(t.usage, o.usage),
        updated_at = now(), worker_id = NULL, heartbeat_at = NULL
   FROM jsonb_to_recordset(%(items)s::jsonb)
        AS o(id uuid, attempt integer, worker_id text, outcome text, result jsonb, error jsonb,
             retryable boolean, retry_in_s float8, backoff_base_s float8, backoff_max_s float8,
-            exit_code integer, usage jsonb)
+            exit_code integer, usage jsonb, signal text, wait_s float8)
  WHERE t.id = o.id AND t.status = 'running' AND t.attempts = o.attempt AND t.worker_id = o.worker_id
    AND (%(token_id)s::bigint IS NULL
         OR EXISTS (SELECT 1 FROM pgqueue.workers w

@@ -24,3 +24,16 @@ SELECT * FROM pgqueue.tasks
 -- A task's audit trail, oldest first.
 SELECT id, task_id, event, status, attempt, worker_id, at, data
   FROM pgqueue.events WHERE task_id = %(id)s ORDER BY id;
+
+-- name: task_dependency_results
+-- The results of the dependencies of these tasks (SPEC §10 ctx.dependency_results), as
+-- (dependent id, dependency id, result). Asked only for claimed tasks that have
+-- dependencies; one primary-key probe per dependency.
+SELECT d.task_id, t.id, t.result
+  FROM unnest(%(ids)s::uuid[], %(deps)s::uuid[]) AS d(task_id, dep)
+  JOIN pgqueue.tasks t ON t.id = d.dep;
+
+-- name: task_signals
+-- Signals already sent to these tasks (all names, or one), for wait_for_signal.
+SELECT task_id, name, payload FROM pgqueue.signals
+ WHERE task_id = ANY(%(ids)s::uuid[]) AND (%(name)s::text IS NULL OR name = %(name)s::text);

@@ -20,8 +20,8 @@ import uvicorn
 from pgqueue.api import create_app
 from pgqueue.api.auth import new_token, token_hash
 from pgqueue.client import Client
+from pgqueue.db import tokens as db_tokens
 from pgqueue.db.pool import connect
-from pgqueue.db.queries import QUERIES
 from pgqueue.settings import Settings
 from tests.helpers import ROOT, fast_settings, wait_for
 
@@ -56,15 +56,13 @@ async def create_token(dsn: str, user: str, role: str) -> str:
     token = new_token()
     conn = await connect(dsn)
     async with conn:
-        await conn.execute(
-            QUERIES["api_token_insert"],
-            {
-                "token_hash": token_hash(token),
-                "prefix": token[:10],
-                "user_id": user,
-                "role": role,
-                "note": "test",
-            },
+        await db_tokens.insert(
+            conn,
+            token_hash=token_hash(token),
+            prefix=token[:10],
+            user_id=user,
+            role=role,
+            note="test",
         )
     return token
 

@@ -15,7 +15,7 @@ from pgqueue.client import Unauthorized
 from pgqueue.stream import StateMessage, TaskMessage
 from pgqueue.worker.remote import RemoteWorker
 from tests.api.conftest import Api, free_port, serve_process, wait_healthy
-from tests.helpers import fast_settings
+from tests.helpers import fast_settings, wait_for
 
 app = pgqueue.App()
 
@@ -235,3 +235,35 @@ async def test_an_outcome_the_server_refuses_fails_its_task_once(api: Api, kind:
     assert done.status is pgqueue.Status.FAILED and done.attempts == 1
     assert done.error is not None and done.error["type"] == "unrecordable_outcome"
     assert events == ["created", "started", "failed"]
+
+
+hold = asyncio.Event()
+
+
+@app.task("remote.hold")
+async def hold_task(ctx: pgqueue.Context, payload: dict[str, Any]) -> str:
+    await hold.wait()
+    return "held"
+
+
+async def test_the_heartbeat_loop_survives_a_401(api: Api) -> None:
+    """While its token is refused (a rotation), heartbeats fail with 401; the loop carries on
+    and keeps the lease once the token works again."""
+    hold.clear()
+    async with api.client(api.tokens.alice) as alice, remote_worker(api) as worker:
+        task = await alice.submit("remote.hold", {})
+        await wait_running(alice, task.id)
+        http = worker.client._http
+        good = http.headers["Authorization"]
+        http.headers["Authorization"] = "Bearer pgq_rotated_away"
+        await asyncio.sleep(1.0)  # several heartbeats answered 401
+        http.headers["Authorization"] = good
+        before = (await alice.get(task.id)).heartbeat_at
+
+        async def beating() -> bool:
+            return (await alice.get(task.id)).heartbeat_at != before
+
+        await wait_for(beating, timeout=15, what="a heartbeat after the 401s")
+        hold.set()
+        done = await alice.wait(task.id, timeout_s=30)
+    assert (done.status, done.attempts, done.result) == (pgqueue.Status.COMPLETED, 1, "held")

@@ -254,7 +254,8 @@ async def test_unknown_id_flood_does_not_slow_enqueue_for_others(
 
 
 async def test_close_all_closes_every_socket_1001(api_settings: Settings, tokens: Tokens) -> None:
-    """What `pgqueue serve` calls on shutdown: every socket gets 1001 and the hub empties."""
+    """What `pgqueue serve` calls on shutdown: every socket gets 1001, every SSE stream an
+    ``event: close`` and its end, and the hub empties."""
     app = create_app(api_settings)
     sock = free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio"))
@@ -268,15 +269,26 @@ async def test_close_all_closes_every_socket_1001(api_settings: Settings, tokens
         api = Api(
             url=f"http://127.0.0.1:{sock.getsockname()[1]}", tokens=tokens, settings=api_settings
         )
-        async with connect(api, tokens.alice) as one, connect(api, tokens.admin) as two:
+        async with (
+            connect(api, tokens.alice) as one,
+            connect(api, tokens.admin) as two,
+            api.http(tokens.bob) as http,
+            http.stream("GET", "/stream") as events,
+        ):
             for ws in (one, two):
                 assert (await send_op(ws, all=True))["type"] == "subscribed"
+            lines = events.aiter_lines()
+            while await asyncio.wait_for(anext(lines), 15) != "event: subscribed":
+                pass
             hub = app.state.services.hub
-            assert hub.subscriber_count == 2
+            assert hub.subscriber_count == 3
             await hub.close_all()
-            assert hub.subscriber_count == 0
             for ws in (one, two):
                 assert (await read_until_closed(ws))[0] == 1001
+            # The SSE stream says why and ends.
+            rest = [line async for line in lines]
+            assert "event: close" in rest and any('"code":1001' in line for line in rest)
+            assert hub.subscriber_count == 0
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 30)

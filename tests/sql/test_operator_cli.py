@@ -44,7 +44,7 @@ async def test_status_once_shows_queues_workers_and_failures(
     assert out.returncode == 0, out.stderr
     assert "1 due  ·  1 running  ·  1 failed" in out.stdout
     llm = next(line for line in out.stdout.splitlines() if line.startswith("llm"))
-    assert llm.split()[:4] == ["llm", "active", "5", "1"]
+    assert llm.split()[:5] == ["llm", "active", "concurrency", "5", "1"]
     assert "RateLimited: 429" in out.stdout
     assert "(no live workers)" in out.stdout
 

@@ -41,10 +41,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _unprivileged_user() -> str | None:
-    """PgBouncer refuses to run as root: the user it should switch to, when we are root."""
+def _unprivileged_user(server_host: str | None) -> str | None:
+    """PgBouncer refuses to run as root: the user it should switch to, when we are root.
+
+    A server reached by a Unix socket (the embedded server a fresh machine's tests use keeps
+    its socket in its own 0700 data directory) is only reachable by that directory's owner,
+    so PgBouncer runs as that owner; otherwise as postgres or nobody."""
     if os.geteuid() != 0:
         return None
+    if server_host and server_host.startswith("/"):
+        owner = Path(server_host).stat().st_uid
+        if owner != 0:
+            return pwd.getpwuid(owner).pw_name
     for name in ("postgres", "nobody"):
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
@@ -87,7 +95,7 @@ def running_pgbouncer(server_dsn: str) -> Iterator[str]:
             f"pidfile = {work / 'pgbouncer.pid'}\n"
         )
         argv = [binary, str(work / "pgbouncer.ini")]
-        run_as = _unprivileged_user()
+        run_as = _unprivileged_user(str(server.get("host") or "") or None)
         if run_as is not None:
             argv[1:1] = ["-u", run_as]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
