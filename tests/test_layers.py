@@ -56,7 +56,6 @@ QUERIES_ALLOWED: set[str] = {
     "schedules/scheduler.py",
     "schedules/service.py",
     "worker/heartbeat.py",
-    "worker/loop.py",
     "worker/reporter.py",
 }
 
