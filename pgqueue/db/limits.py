@@ -63,6 +63,11 @@ async def set_user_limits(
     )
     row = await cur.fetchone()
     assert row is not None
+    return _user_limits(row)
+
+
+def _user_limits(row: Any) -> UserLimitsOut:
+    """One ``user_limits`` row (user_id, cost_per_day, cost_per_month, max_running, updated_at)."""
     return UserLimitsOut(
         user_id=row[0],
         cost_per_day=row[1],
@@ -76,23 +81,12 @@ async def get_user_limits(conn: psycopg.AsyncConnection[Any], user_id: str) -> U
     cur = await conn.execute(QUERIES["user_limits_get"], {"user_id": user_id})
     row = await cur.fetchone()
     assert row is not None
-    return UserLimitsOut(
-        user_id=row[0],
-        cost_per_day=row[1],
-        cost_per_month=row[2],
-        max_running=row[3],
-        updated_at=row[4],
-    )
+    return _user_limits(row)
 
 
 async def list_user_limits(conn: psycopg.AsyncConnection[Any]) -> list[UserLimitsOut]:
     cur = await conn.execute(QUERIES["user_limits_list"])
-    return [
-        UserLimitsOut(
-            user_id=r[0], cost_per_day=r[1], cost_per_month=r[2], max_running=r[3], updated_at=r[4]
-        )
-        for r in await cur.fetchall()
-    ]
+    return [_user_limits(r) for r in await cur.fetchall()]
 
 
 async def get_user_usage(
