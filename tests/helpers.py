@@ -97,3 +97,21 @@ def worker_process(
         cwd=ROOT,
         env=env,
     )
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> list[int]:
+    """SIGTERM every process and return their exit codes; one still alive after ``timeout``
+    is killed (code -9), so a hung process fails its test and never outlives it."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            codes.append(-9)
+    return codes

@@ -123,20 +123,22 @@ class Worker:
     async def run(self) -> None:
         """Run until ``stop()``; then drain, release what is left, and leave no trace."""
         await self.pool.open(wait=True)
-        self.listener.subscribe(WAKEUP, self._on_wakeup)
-        self.listener.subscribe(CANCEL, self._on_cancel)
-        self.listener.on_reconnect(self.core.wake)
-        await self.listener.start()
-        await heartbeat.register(self.pool, self.info)
-        start_maintenance(self.core.supervisor, self.pool, self.settings)
-        log.info(
-            "worker %s: queues %s, kinds %s, concurrency %d",
-            self.id,
-            ",".join(self.queues),
-            ",".join(self.app.kinds),
-            self.concurrency,
-        )
+        # Everything started from here on is stopped on the way out, whatever fails: a task
+        # of the pool or the listener left running keeps asyncio.run (and the process) alive.
         try:
+            self.listener.subscribe(WAKEUP, self._on_wakeup)
+            self.listener.subscribe(CANCEL, self._on_cancel)
+            self.listener.on_reconnect(self.core.wake)
+            await self.listener.start()
+            await self._register()
+            start_maintenance(self.core.supervisor, self.pool, self.settings)
+            log.info(
+                "worker %s: queues %s, kinds %s, concurrency %d",
+                self.id,
+                ",".join(self.queues),
+                ",".join(self.app.kinds),
+                self.concurrency,
+            )
             await self.core.run()
         finally:
             with contextlib.suppress(psycopg.Error):
@@ -144,6 +146,14 @@ class Worker:
             await self.listener.stop()
             await self.pool.close()
         log.info("worker %s stopped", self.id)
+
+    async def _register(self) -> None:
+        """Announce this worker; a connection lost meanwhile (a restart, a failover) is no
+        reason to exit: the first heartbeat writes the same row (``worker_heartbeat``)."""
+        try:
+            await heartbeat.register(self.pool, self.info)
+        except psycopg.OperationalError as exc:
+            log.warning("worker %s: registering failed (%s); the heartbeat will", self.id, exc)
 
     def _on_wakeup(self, queue: str) -> None:
         if queue in self.queues:

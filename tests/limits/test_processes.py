@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -19,7 +18,7 @@ import pytest
 
 from pgqueue.queue import Queue
 from pgqueue.tasks import Status
-from tests.helpers import fast_settings, wait_for, worker_process
+from tests.helpers import fast_settings, stop_processes, wait_for, worker_process
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +32,7 @@ async def workers(dsn: str, n: int, *args: str) -> AsyncIterator[list[subprocess
     try:
         yield procs
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 async def scalar(conn: psycopg.AsyncConnection[Any], sql: str, *params: Any) -> Any:

@@ -11,7 +11,7 @@ import pytest
 
 from pgqueue.queue import Queue
 from pgqueue.tasks import Status
-from tests.helpers import fast_settings, wait_for, worker_process
+from tests.helpers import fast_settings, stop_processes, wait_for, worker_process
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +41,7 @@ async def test_three_processes_complete_each_task_exactly_once(
         await queue.enqueue_many([{"kind": "record", "payload": {"i": i}} for i in range(1000)])
         await wait_for(lambda: _all_done(executions, 1000), timeout=90, what="1,000 completions")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        codes = [p.wait(timeout=60) for p in procs]
+        codes = stop_processes(procs)
     assert codes == [0, 0, 0]
     assert await _count(executions, "SELECT count(*) FROM executions") == 1000
     assert await _count(executions, "SELECT count(DISTINCT task_id) FROM executions") == 1000
@@ -78,10 +76,7 @@ async def test_kill_9_mid_task_resumes_from_checkpoint_on_another_worker(
         rescuer = worker_process(settings)
         done = await queue.wait(task.id, timeout_s=60)
     finally:
-        for p in (victim, rescuer):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=30)
+        stop_processes([p for p in (victim, rescuer) if p is not None])
     assert done.status is Status.COMPLETED
     assert done.attempts == 2
     assert done.result["resumed_from"] >= saved["data"]["done"]
@@ -100,8 +95,7 @@ async def test_sigterm_releases_running_tasks_and_exits_zero(
         task = await queue.enqueue("sleep", {"s": 3600})
         await wait_for(lambda: _count(executions, "SELECT count(*) FROM executions"), what="start")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        [code] = stop_processes([proc], timeout=30)
     assert code == 0
     released = await queue.get(task.id)
     assert (released.status, released.attempts) == (Status.PENDING, 0)
@@ -127,9 +121,7 @@ async def test_lost_connections_under_load_lose_nothing(
             )
         await wait_for(lambda: _all_done(executions, 500), timeout=120, what="500 completions")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        codes = [p.wait(timeout=180) for p in procs]
+        codes = stop_processes(procs)
     assert codes == [0, 0]
     assert await _count(executions, "SELECT count(DISTINCT task_id) FROM executions") == 500
     # at-least-once: a task whose completion was lost with its connection may have run again
