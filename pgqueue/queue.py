@@ -31,6 +31,7 @@ from pgqueue.db.rows import event_row, task_row
 from pgqueue.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from pgqueue.events import EVENTS
 from pgqueue.limits import Why
+from pgqueue.pages import Page
 from pgqueue.settings import Settings
 from pgqueue.tasks import MAX_DEPENDENCIES, Event, NewTask, Status, Task, TaskId, created_task
 from pgqueue.watch import TaskWatcher
@@ -48,13 +49,6 @@ class Enqueued(msgspec.Struct, frozen=True):
 
     task: Task
     replayed: bool
-
-
-class Page(msgspec.Struct, frozen=True):
-    """One page of a listing, newest first; pass ``next_cursor`` to get the next page."""
-
-    items: list[Task]
-    next_cursor: str | None
 
 
 def new_task(fields: Mapping[str, Any]) -> NewTask:
