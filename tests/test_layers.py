@@ -50,13 +50,6 @@ QUERIES_ALLOWED: set[str] = {
     "api/workers.py",
     "cli/queue.py",
     "cli/status.py",
-    "queue.py",
-    "reaper.py",
-    "retention.py",
-    "schedules/scheduler.py",
-    "schedules/service.py",
-    "worker/heartbeat.py",
-    "worker/reporter.py",
 }
 
 
