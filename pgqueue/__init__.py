@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgqueue.errors import Conflict, InvalidInput, NotFound, PgQueueError, StaleLease
 from pgqueue.outcomes import Permanent, Retry, SignalTimeout
-from pgqueue.queue import Enqueued, Page, Queue
+from pgqueue.pages import Page
 from pgqueue.settings import Settings
 from pgqueue.tasks import NewTask, Status, Task, TaskId
 from pgqueue.worker.context import Context
@@ -19,6 +19,7 @@ from pgqueue.worker.handlers import App
 
 if TYPE_CHECKING:
     from pgqueue.client import Client
+    from pgqueue.queue import Enqueued, Queue
 
 __all__ = [
     "App",
@@ -44,9 +45,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The HTTP client pulls in httpx and websockets; load it only for those who use it.
+    # Loaded on first use: ``Queue`` pulls in the database driver, ``Client`` httpx and
+    # websockets. ``import pgqueue.client`` must not bring psycopg (an HTTP-only agent has
+    # no driver), nor ``import pgqueue.queue`` httpx.
     if name == "Client":
         from pgqueue.client import Client
 
         return Client
+    if name in ("Queue", "Enqueued"):
+        from pgqueue import queue
+
+        return getattr(queue, name)
     raise AttributeError(f"module 'pgqueue' has no attribute {name!r}")

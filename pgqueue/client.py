@@ -32,7 +32,7 @@ from pgqueue.errors import (
     StaleLease,
 )
 from pgqueue.limits import Why
-from pgqueue.queue import Page
+from pgqueue.pages import Page
 from pgqueue.stream import StateMessage, StreamMessage, TaskMessage, decode_message
 from pgqueue.tasks import Event, Task
 

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -26,6 +25,7 @@ from pgqueue.enqueue.validate import Enqueued, encode_payload, new_task, validat
 from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.events import EVENTS
 from pgqueue.limits import Why
+from pgqueue.pages import Page
 from pgqueue.settings import Settings
 from pgqueue.tasks import Event, NewTask, Status, Task, parse_task_id
 from pgqueue.wait import until_terminal
@@ -38,13 +38,6 @@ _UNSET: Any = object()
 _LIST_LIMIT_MAX = 500
 
 __all__ = ["Enqueued", "Page", "Queue", "new_task", "validation_field"]
-
-
-class Page(msgspec.Struct, frozen=True):
-    """One page of a listing, newest first; pass ``next_cursor`` to get the next page."""
-
-    items: list[Task]
-    next_cursor: str | None
 
 
 class Queue:

@@ -10,7 +10,7 @@ text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 
 from psycopg import errors as pg_errors
@@ -51,7 +51,7 @@ def translate(exc: pg_errors.Error, not_found: str | None = None) -> PgQueueErro
 
 
 @contextmanager
-def translated(not_found: str | None = None) -> Iterator[None]:
+def translated(not_found: str | None = None) -> Generator[None, None, None]:
     """Run a statement; a refused value leaves as a pgqueue error (see ``translate``)."""
     try:
         yield

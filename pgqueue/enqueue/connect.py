@@ -5,7 +5,7 @@ callback URL's host is resolved)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from psycopg_pool import AsyncConnectionPool
@@ -20,7 +20,7 @@ def connect(pool: AsyncConnectionPool | None, conn: Conn | None = None) -> Conne
     """``conn`` if given (the caller's transaction is ours), else a connection of ``pool``."""
 
     @contextlib.asynccontextmanager
-    async def connection() -> AsyncIterator[Conn]:
+    async def connection() -> AsyncGenerator[Conn]:
         if conn is not None:
             yield conn
         elif pool is None:
