@@ -31,7 +31,6 @@ from pgqueue.outcomes import (
     Failed,
     Outcome,
     Released,
-    Waiting,
     unrecordable,
 )
 from pgqueue.tasks import Task, TaskId, new_worker_id
@@ -204,7 +203,7 @@ class HttpRecorder:
             await self._client.cancelled(task.id, task.lease, usage=usage)
         elif isinstance(outcome, Released):
             await self._client.release(task.id, task.lease, usage=usage)
-        elif isinstance(outcome, Waiting):
+        else:  # Waiting, the last kind of Outcome
             await self._client.wait_for_signal(
                 task.id, task.lease, outcome.signal, timeout_s=outcome.timeout_s, usage=usage
             )
