@@ -233,7 +233,7 @@ class Queue:
     ) -> Enqueued:
         """``signal``, also saying whether it was a replay of the same signal."""
         tid = parse_task_id(task_id)
-        if not isinstance(name, str) or not _SIGNAL_NAME.match(name):
+        if not _valid_signal_name(name):
             raise InvalidInput("name", f"must be 1-128 chars of [A-Za-z0-9_.:-], got {name!r}")
         body = encode_payload(payload, self.settings.max_payload_bytes)
         async with self.pool.connection() as conn:
@@ -277,6 +277,11 @@ class Queue:
 
 
 _SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def _valid_signal_name(name: object) -> bool:
+    """``object``: callers without a type checker get InvalidInput, not a TypeError."""
+    return isinstance(name, str) and _SIGNAL_NAME.match(name) is not None
 
 
 def _cursor_seq(cursor: str | None) -> int | None:
