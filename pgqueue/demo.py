@@ -6,7 +6,7 @@ Try: ``pgqueue enqueue demo.agent '{"goal": "write a haiku", "steps": 5}'``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -44,6 +44,7 @@ async def agent(ctx: Context, payload: AgentPayload) -> dict[str, Any]:
 @app.task("demo.fail", max_retries=2)
 async def fail(ctx: Context, payload: Any) -> None:
     """Fails: retried with backoff, or for good with {"permanent": true}."""
-    if isinstance(payload, dict) and payload.get("permanent"):
+    # A JSON object decodes to a dict with str keys.
+    if isinstance(payload, dict) and cast("dict[str, Any]", payload).get("permanent"):
         raise Permanent("asked to fail for good")
     raise RuntimeError(f"attempt {ctx.attempt} failed on purpose")

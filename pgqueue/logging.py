@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,7 @@ _context: ContextVar[dict[str, Any]] = ContextVar("pgqueue_log_context", default
 
 
 @contextlib.contextmanager
-def bind(**fields: Any) -> Iterator[None]:
+def bind(**fields: Any) -> Generator[None, None, None]:
     """Add ``fields`` to every log line written inside this block (and tasks it starts)."""
     token = _context.set({**_context.get(), **fields})
     try:

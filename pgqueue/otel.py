@@ -22,24 +22,35 @@ Attributes follow OpenTelemetry's messaging conventions (``messaging.system = "p
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import AbstractContextManager
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from pgqueue.tasks import NewTask, Task
 
-try:
+
+def _installed() -> bool:
+    """Whether the `otel` extra is installed; without it everything below is a no-op."""
+    try:
+        importlib.import_module("opentelemetry.trace.propagation.tracecontext")
+    except ImportError:
+        return False
+    return True
+
+
+ENABLED: Final = _installed()
+
+# Type checkers always see these names; at run time they exist only with the extra, and
+# every use below is reached only when ENABLED.
+if TYPE_CHECKING or ENABLED:
     from opentelemetry import trace
     from opentelemetry.context import Context as OtelContext
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError:  # the `otel` extra is not installed: everything below is a no-op
-    ENABLED = False
-else:
-    ENABLED = True
 
 SYSTEM = "pgqueue"
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -114,7 +125,7 @@ def _context_of(traceparent: str | None) -> OtelContext | None:
 
 
 @contextlib.contextmanager
-def _sending(tasks: list[NewTask], parent: str | None) -> Iterator[Send]:
+def _sending(tasks: list[NewTask], parent: str | None) -> Generator[Send, None, None]:
     todo = [i for i, t in enumerate(tasks) if t.traceparent is None]
     if not todo:
         yield Send(tasks)
@@ -182,7 +193,7 @@ def processing(task: Task) -> AbstractContextManager[Process]:
 
 
 @contextlib.contextmanager
-def _processing(task: Task) -> Iterator[Process]:
+def _processing(task: Task) -> Generator[Process, None, None]:
     with _tracer().start_as_current_span(
         f"process {task.queue}",
         context=_context_of(valid_traceparent(task.traceparent)),

@@ -12,7 +12,7 @@ import contextlib
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 
@@ -517,7 +517,7 @@ class Queue:
     ) -> Enqueued:
         """``signal``, also saying whether it was a replay of the same signal."""
         tid = _task_id(task_id)
-        if not isinstance(name, str) or not _SIGNAL_NAME.match(name):
+        if not _valid_signal_name(name):
             raise InvalidInput("name", f"must be 1-128 chars of [A-Za-z0-9_.:-], got {name!r}")
         body = self._encode_payload(payload)
         async with self.pool.connection() as conn:
@@ -609,7 +609,7 @@ class Queue:
     @contextlib.asynccontextmanager
     async def _connection(
         self, conn: psycopg.AsyncConnection[Any] | None
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    ) -> AsyncGenerator[psycopg.AsyncConnection[Any], None]:
         if conn is not None:
             yield conn  # the caller's connection: its transaction is ours
         else:
@@ -622,6 +622,11 @@ _KEY_AT = 5  # idempotency_key's place in it
 _STATUS_AT = 6  # status: pending, or what the dependencies decided
 _TASK_STATUS_AT = list(Task.__struct_fields__).index("status")
 _SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def _valid_signal_name(name: object) -> bool:
+    """``object``: callers without a type checker get InvalidInput, not a TypeError."""
+    return isinstance(name, str) and _SIGNAL_NAME.match(name) is not None
 
 
 def _decode(payload: str) -> Any:

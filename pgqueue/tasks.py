@@ -172,7 +172,9 @@ class NewTask(
     """
 
     kind: KindName
-    payload: Any = msgspec.field(default_factory=dict)
+    # Empty [] and {} defaults: msgspec copies them per instance, and omit_defaults leaves
+    # them out of the encoding (a default_factory of list[...] would not be recognised).
+    payload: Any = {}
     queue: QueueName = "default"
     priority: Priority = 0
     run_at: datetime | None = None
@@ -183,16 +185,14 @@ class NewTask(
     backoff_max_s: BackoffSeconds | None = None
     idempotency_key: IdempotencyKey | None = None
     user_id: str | None = None
-    tags: list[Tag] = msgspec.field(default_factory=list)
+    tags: list[Tag] = []
     parent_id: uuid.UUID | None = None
-    depends_on: Annotated[list[uuid.UUID], msgspec.Meta(max_length=MAX_DEPENDENCIES)] = (
-        msgspec.field(default_factory=list)
-    )
+    depends_on: Annotated[list[uuid.UUID], msgspec.Meta(max_length=MAX_DEPENDENCIES)] = []
     callback_url: CallbackUrl | None = None
     # A graph in one batch (SPEC §10): this item's name, and the earlier items it waits for.
     # Resolved to ids by Queue.enqueue_many; never stored.
     ref: Ref | None = None
-    depends_on_refs: list[Ref] = msgspec.field(default_factory=list)
+    depends_on_refs: list[Ref] = []
 
     def __post_init__(self) -> None:
         """The task must fall due before the year 10000: PostgreSQL would store a later

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from pgqueue.db.listener import Listener
 from pgqueue.events import EVENTS, decode_changes
@@ -44,13 +44,13 @@ class TaskWatcher:
         listener.on_reconnect(self._wake_all)
 
     @contextlib.contextmanager
-    def watch(self, task_id: TaskId) -> Iterator[asyncio.Event]:
+    def watch(self, task_id: TaskId) -> Generator[asyncio.Event, None, None]:
         """An event set on each change of ``task_id``; the caller clears it after a re-read."""
         with self.follow(task_id) as watch:
             yield watch.changed
 
     @contextlib.contextmanager
-    def follow(self, task_id: TaskId) -> Iterator[Watch]:
+    def follow(self, task_id: TaskId) -> Generator[Watch, None, None]:
         """A ``Watch`` of ``task_id``, updated from each notification about it."""
         watch = Watch()
         self._waiters[task_id].add(watch)

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue.db.migrate import migrate
 from pgqueue.db.pool import connect
@@ -63,7 +63,7 @@ async def template_dsn(server_dsn: str) -> AsyncIterator[str]:
 @pytest.fixture
 def dsn(server_dsn: str, template_dsn: str) -> Iterator[str]:
     """A fresh, migrated database for this test only."""
-    template = psycopg.conninfo.conninfo_to_dict(template_dsn)["dbname"]
+    template = conninfo_to_dict(template_dsn)["dbname"]
     name = f"pgqueue_t_{uuid.uuid4().hex[:12]}"
     with _admin(server_dsn) as admin:
         admin.execute(

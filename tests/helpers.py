@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ LISTEN_DSNS: dict[str, str] = {}
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[T]],
+    probe: Callable[[], Awaitable[T | None]],
     *,
     timeout: float = 30.0,
     interval: float = 0.05,
@@ -60,7 +60,9 @@ def fast_settings(dsn: str, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(app: App, settings: Settings, **options: Any) -> AsyncIterator[Worker]:
+async def running_worker(
+    app: App, settings: Settings, **options: Any
+) -> AsyncGenerator[Worker, None]:
     """A Worker in this process, claiming by the time the block starts, stopped after it."""
     worker = Worker(app, settings, **options)
     task = asyncio.create_task(worker.run())
@@ -106,7 +108,7 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) 
         if proc.poll() is None:
             proc.terminate()
     deadline = time.monotonic() + timeout
-    codes = []
+    codes: list[int] = []
     for proc in procs:
         try:
             codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))

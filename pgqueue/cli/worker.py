@@ -107,6 +107,12 @@ async def _run_remote(app: App, args: argparse.Namespace, queues: list[str] | No
     if not token:
         raise InvalidInput("token", "a remote worker needs --token or PGQUEUE_TOKEN")
     await run_remote_worker(
-        app, args.url, token, queues or app.queues, args.concurrency, worker_id=args.worker_id
+        app,
+        args.url,
+        token,
+        queues or app.queues,
+        args.concurrency,
+        worker_id=args.worker_id,
+        settings=settings_from_args(args),  # the webhook options, as for a local worker
     )
     return 0

@@ -9,7 +9,7 @@ SQLSTATE classes and constraint names, not on message text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 
 from psycopg import errors as pg_errors
@@ -30,7 +30,7 @@ def translate(exc: pg_errors.Error) -> PgQueueError | None:
 
 
 @contextmanager
-def translated() -> Iterator[None]:
+def translated() -> Generator[None, None, None]:
     """Run a statement; a refused value leaves as ``InvalidInput``/``Conflict``."""
     try:
         yield

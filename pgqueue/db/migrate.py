@@ -25,7 +25,7 @@ _VERSION = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 
 def migration_files() -> list[tuple[int, Path]]:
     """The migrations in order, with their version numbers."""
-    found = []
+    found: list[tuple[int, Path]] = []
     for path in (sql_dir() / "migrations").glob("*.sql"):
         match = _VERSION.match(path.name)
         if match is None:

@@ -21,11 +21,12 @@ import shutil
 import socket
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,7 @@ def _apply(dsn: str, settings: dict[str, str]) -> bool:
             if row is None or row[0] == value:
                 continue
             conn.execute(
-                psycopg.sql.SQL("ALTER SYSTEM SET {} = {}").format(
-                    psycopg.sql.Identifier(name), psycopg.sql.Literal(value)
-                )
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
             )
             if row[1] == "postmaster":
                 restart = True
@@ -94,7 +93,7 @@ def _apply(dsn: str, settings: dict[str, str]) -> bool:
 
 
 @contextlib.contextmanager
-def test_server_dsn() -> Iterator[str]:
+def test_server_dsn() -> Generator[str, None, None]:
     """A server the test suite may create databases on, in this order of preference:
     ``PGQUEUE_TEST_DSN``; a testcontainers PostgreSQL when a Docker engine answers; an
     embedded PostgreSQL in a temporary directory, deleted afterwards."""

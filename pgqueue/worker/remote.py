@@ -7,6 +7,11 @@ else: 409, its outcome would be refused); ``HttpRecorder`` posts each outcome wi
 and carries progress and checkpoints as heartbeats. On SIGTERM/SIGINT it stops claiming,
 lets running tasks finish for the grace period, then cancels them and releases them back to
 pending without spending an attempt.
+
+Like a local worker it also delivers webhooks (SPEC §13, ``worker/webhooks.py``) unless
+``PGQUEUE_WEBHOOKS=false``: it signs with its own ``PGQUEUE_WEBHOOK_SECRET`` and checks
+targets against its own ``PGQUEUE_WEBHOOK_ALLOW_HOSTS`` (its environment, as for a local
+worker; the API never hands the secret out). Without a secret it does not take deliveries.
 """
 
 from __future__ import annotations
@@ -31,14 +36,15 @@ from pgqueue.outcomes import (
     Failed,
     Outcome,
     Released,
-    Waiting,
     unrecordable,
 )
+from pgqueue.settings import Settings
 from pgqueue.tasks import Task, TaskId, new_worker_id
 from pgqueue.worker.core import Core
 from pgqueue.worker.handlers import App, Handler, worker_queues
 from pgqueue.worker.heartbeat import HeartbeatAnswer
 from pgqueue.worker.reporter import HttpReporter
+from pgqueue.worker.webhooks import with_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +210,16 @@ class HttpRecorder:
             await self._client.cancelled(task.id, task.lease, usage=usage)
         elif isinstance(outcome, Released):
             await self._client.release(task.id, task.lease, usage=usage)
-        elif isinstance(outcome, Waiting):
+        else:  # Waiting, the last kind of Outcome
             await self._client.wait_for_signal(
                 task.id, task.lease, outcome.signal, timeout_s=outcome.timeout_s, usage=usage
             )
 
 
 class RemoteWorker:
-    """Claims over HTTP and runs up to ``concurrency`` tasks at once."""
+    """Claims over HTTP and runs up to ``concurrency`` tasks at once.
+
+    ``settings`` (default: the ``PGQUEUE_*`` environment) gives the webhook options."""
 
     def __init__(
         self,
@@ -224,7 +232,10 @@ class RemoteWorker:
         heartbeat_s: float = 10.0,
         claim_wait_s: float = 10.0,
         shutdown_grace_s: float = 30.0,
+        settings: Settings | None = None,
     ) -> None:
+        # the built-in deliveries (§13), as on a local worker
+        app, queues = with_webhooks(app, queues, settings or Settings.from_env())
         self.app = app
         self.client = client
         self.queues = worker_queues(app, queues, concurrency)

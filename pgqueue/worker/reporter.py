@@ -86,7 +86,7 @@ class HttpReporter:
         self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
     ) -> Task:
         # no user_id: a worker token names no owner, the child takes its parent's (SPEC §4)
-        body = {**fields, "parent_id": str(task.id)}
+        body: dict[str, Any] = {**fields, "parent_id": str(task.id)}
         return await self._client.submit(kind, payload, **body)
 
     async def children(self, task: Task) -> list[Task]:

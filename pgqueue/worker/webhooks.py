@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,15 +18,22 @@ from pgqueue.webhooks import GIVE_UP_S, KIND, QUEUE, allowed_hosts, check_target
 from pgqueue.worker.context import Context
 from pgqueue.worker.handlers import App, Handler
 
+log = logging.getLogger(__name__)
+
 _TIMEOUT_S = 10.0
 
 
 def with_webhooks(
     app: App, queues: list[str] | None, settings: Settings
 ) -> tuple[App, list[str] | None]:
-    """The app a worker runs: ``app`` plus the built-in delivery handler and its queue,
-    unless webhooks are off for this worker. ``app`` itself is not changed."""
+    """The app a worker runs (local or remote): ``app`` plus the built-in delivery handler
+    and its queue, unless webhooks are off for this worker or it has no secret to sign with
+    (it would only claim deliveries to fail them; they wait for a worker that has one).
+    ``app`` itself is not changed."""
     if not settings.webhooks or KIND in app.handlers:
+        return app, queues
+    if not settings.webhook_secret:
+        log.info("PGQUEUE_WEBHOOK_SECRET is not set: this worker does not deliver webhooks")
         return app, queues
     served = App(app.name)
     served.handlers = dict(app.handlers)
@@ -64,8 +72,6 @@ def _deliverer(settings: Settings) -> Any:
         age = (datetime.now(UTC) - ctx.task.created_at).total_seconds()
         if age > GIVE_UP_S:
             raise Permanent(f"not delivered within 24 hours to {job.url}")
-        if not secret:
-            raise RuntimeError("PGQUEUE_WEBHOOK_SECRET is not set on this worker: cannot sign")
         try:
             await check_target(job.url, allow, "url")
         except InvalidInput as exc:

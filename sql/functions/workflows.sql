@@ -188,6 +188,16 @@ BEGIN
 END
 $$;
 
+-- At commit, for a task inserted already final with a callback_url (migration 0014): its
+-- webhook, as webhooks_for makes it for a task that ends later.
+CREATE OR REPLACE FUNCTION pgqueue.on_task_inserted_final() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgqueue.webhooks_for(ARRAY[NEW.id]);
+    RETURN NULL;
+END
+$$;
+
 -- Webhooks (SPEC §13): one delivery task per final event of each ended task that has a
 -- callback_url, in the reserved queue pgqueue.webhooks, recorded in webhook_deliveries (the
 -- namespace no producer can write), so a statement re-run cannot deliver an event twice.
@@ -209,8 +219,15 @@ BEGIN
                gen_random_uuid() AS delivery_id
           FROM pgqueue.tasks t
          CROSS JOIN LATERAL (
-               SELECT ev.id, ev.event FROM pgqueue.events ev
-                WHERE ev.task_id = t.id AND ev.event IN ('completed', 'failed', 'cancelled')
+               -- a task inserted final (migration 0014) has only its 'created' row: the
+               -- event it is delivered as is its status
+               SELECT ev.id, CASE WHEN ev.event = 'created' THEN ev.status::text
+                                  ELSE ev.event END AS event
+                 FROM pgqueue.events ev
+                WHERE ev.task_id = t.id
+                  AND (ev.event IN ('completed', 'failed', 'cancelled')
+                       OR (ev.event = 'created'
+                           AND ev.status IN ('completed', 'failed', 'cancelled')))
                 ORDER BY ev.id DESC LIMIT 1) e
          WHERE t.id = ANY(p_ended) AND t.callback_url IS NOT NULL
            AND t.status IN ('completed', 'failed', 'cancelled')

@@ -44,9 +44,15 @@ async def test_refused_values_are_pgqueue_errors_naming_the_constraint(dsn: str)
     conn = await connect(dsn)
     async with conn:
         secret = new_token()
-        fields = {"token_hash": token_hash(secret), "prefix": secret[:10], "note": None}
+        hashed, prefix = token_hash(secret), secret[:10]
         with pytest.raises(InvalidInput, match="api_tokens_role_valid"):
-            await tokens.insert(conn, user_id="ann", role="root", **fields)
-        await tokens.insert(conn, user_id="ann", role="user", **fields)
+            await tokens.insert(
+                conn, user_id="ann", role="root", token_hash=hashed, prefix=prefix, note=None
+            )
+        await tokens.insert(
+            conn, user_id="ann", role="user", token_hash=hashed, prefix=prefix, note=None
+        )
         with pytest.raises(Conflict, match="api_tokens_hash_unique"):
-            await tokens.insert(conn, user_id="bob", role="user", **fields)
+            await tokens.insert(
+                conn, user_id="bob", role="user", token_hash=hashed, prefix=prefix, note=None
+            )

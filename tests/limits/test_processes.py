@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +26,9 @@ APP = "tests.limits.apps:app"
 
 
 @contextlib.asynccontextmanager
-async def workers(dsn: str, n: int, *args: str) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+async def workers(
+    dsn: str, n: int, *args: str
+) -> AsyncGenerator[list[subprocess.Popen[bytes]], None]:
     settings = fast_settings(dsn)
     procs = [worker_process(settings, APP, *args) for _ in range(n)]
     try:

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
@@ -53,6 +53,12 @@ def _one(spans: InMemorySpanExporter, name: str) -> ReadableSpan:
     return found[0]
 
 
+def _context(span: ReadableSpan) -> SpanContext:
+    """A finished span's own context (the SDK types it optional; every finished span has it)."""
+    assert span.context is not None
+    return span.context
+
+
 def _hex(value: int, width: int) -> str:
     return format(value, f"0{width}x")
 
@@ -73,18 +79,18 @@ async def test_enqueue_and_handler_are_one_trace(
     process = _one(spans, "process default")
     inside = _one(spans, "inside the handler")
     assert send.kind is SpanKind.PRODUCER and process.kind is SpanKind.CONSUMER
-    assert {s.context.trace_id for s in (send, process, inside)} == {trace_id}
+    assert {_context(s).trace_id for s in (send, process, inside)} == {trace_id}
     assert send.parent is not None and send.parent.span_id == agent.get_span_context().span_id
-    assert task.traceparent[:53] == f"00-{_hex(trace_id, 32)}-{_hex(send.context.span_id, 16)}-"
-    assert process.parent is not None and process.parent.span_id == send.context.span_id
-    assert inside.parent is not None and inside.parent.span_id == process.context.span_id
+    assert task.traceparent[:53] == f"00-{_hex(trace_id, 32)}-{_hex(_context(send).span_id, 16)}-"
+    assert process.parent is not None and process.parent.span_id == _context(send).span_id
+    assert inside.parent is not None and inside.parent.span_id == _context(process).span_id
     assert send.attributes is not None and process.attributes is not None
     assert send.attributes["messaging.message.id"] == str(task.id)
     assert process.attributes["messaging.message.id"] == str(task.id)
     assert process.attributes["messaging.system"] == "pgqueue"
     assert process.attributes["pgqueue.task.attempt"] == 1
     assert process.attributes["pgqueue.task.outcome"] == "completed"
-    assert done.result["parent_span_id"] == _hex(send.context.span_id, 16)
+    assert done.result["parent_span_id"] == _hex(_context(send).span_id, 16)
 
 
 async def test_a_failed_attempt_is_an_error_span_with_the_exception(
@@ -105,7 +111,7 @@ async def test_a_batch_shares_one_producer_span(queue: Queue, spans: InMemorySpa
     send = _one(spans, "send default")
     assert send.attributes is not None and send.attributes["messaging.batch.message_count"] == 3
     assert {t.traceparent[:53] for t in tasks if t.traceparent} == {
-        f"00-{_hex(send.context.trace_id, 32)}-{_hex(send.context.span_id, 16)}-"
+        f"00-{_hex(_context(send).trace_id, 32)}-{_hex(_context(send).span_id, 16)}-"
     }
 
 
@@ -154,7 +160,7 @@ async def test_trace_goes_through_http_to_a_remote_worker_process(
     assert done.result == {
         "trace_id": _hex(agent.get_span_context().trace_id, 32),
         "span_id": done.result["span_id"],
-        "parent_span_id": _hex(send.context.span_id, 16),
+        "parent_span_id": _hex(_context(send).span_id, 16),
         "name": "process default",
         "kind": str(SpanKind.CONSUMER),
     }
@@ -173,7 +179,7 @@ async def test_trace_goes_through_the_database_to_a_worker_process(
         await asyncio.wait_for(worker.wait(), 30)
     send = _one(spans, "send default")
     assert done.result["trace_id"] == _hex(parent.get_span_context().trace_id, 32)
-    assert done.result["parent_span_id"] == _hex(send.context.span_id, 16)
+    assert done.result["parent_span_id"] == _hex(_context(send).span_id, 16)
     assert done.result["name"] == "process default"
 
 
@@ -267,6 +273,6 @@ async def test_a_child_enqueued_by_a_handler_stays_in_the_trace(
         for s in spans.get_finished_spans()
         if s.kind is SpanKind.PRODUCER
         and s.parent is not None
-        and s.parent.span_id == parent_process.context.span_id
+        and s.parent.span_id == _context(parent_process).span_id
     )
-    assert done.result["child_result"]["parent_span_id"] == _hex(child_send.context.span_id, 16)
+    assert done.result["child_result"]["parent_span_id"] == _hex(_context(child_send).span_id, 16)

@@ -39,7 +39,7 @@ class Built:
 def build_stage_copies(dockerfile: str) -> list[tuple[list[str], str]]:
     """The Dockerfile's first stage ``COPY src... dest`` lines: what the wheel is built from."""
     stages = dockerfile.split("\nFROM ")  # [comments before the first FROM, stage 1, ...]
-    copies = []
+    copies: list[tuple[list[str], str]] = []
     for line in stages[1].splitlines():
         if line.startswith("COPY "):
             *sources, dest = line.split()[1:]

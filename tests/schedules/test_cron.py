@@ -17,7 +17,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 def fires(cron: str, tz: str, start: datetime, n: int) -> list[str]:
     """The next ``n`` fire times after ``start``, as local ISO strings."""
-    out, at = [], start
+    out: list[str] = []
+    at = start
     for _ in range(n):
         at = next_fire(cron, tz, at)
         assert at.tzinfo is UTC

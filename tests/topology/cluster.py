@@ -15,10 +15,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from tests.topology.pgbouncer import free_port
 
@@ -114,7 +115,9 @@ class Pair:
 
 
 @contextlib.contextmanager
-def primary_and_standby(*, synchronous: bool, dbname: str = "pgqueue") -> Iterator[Pair]:
+def primary_and_standby(
+    *, synchronous: bool, dbname: str = "pgqueue"
+) -> Generator[Pair, None, None]:
     """Start a primary and a streaming standby (synchronous or not); stop both after."""
     bindir = bin_dir()
     if bindir is None:
@@ -183,7 +186,7 @@ def primary_and_standby(*, synchronous: bool, dbname: str = "pgqueue") -> Iterat
             standby.start()
             with psycopg.connect(primary.dsn, autocommit=True) as conn:
                 _wait_replicating(conn, "sync" if synchronous else "async")
-                conn.execute(f"CREATE DATABASE {dbname}")
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
             yield Pair(primary, standby, dbname)
         finally:
             for node in nodes:

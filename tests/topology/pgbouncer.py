@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import psycopg
@@ -61,7 +61,7 @@ def _unprivileged_user(server_host: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def running_pgbouncer(server_dsn: str) -> Iterator[str]:
+def running_pgbouncer(server_dsn: str) -> Generator[str, None, None]:
     """Start PgBouncer for every database of ``server_dsn``'s server; yield its base DSN."""
     binary = pgbouncer_binary()
     if binary is None:

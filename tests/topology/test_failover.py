@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, LiteralString
 
 import httpx
 import msgspec
@@ -57,7 +57,9 @@ class Timeline(msgspec.Struct):
     promoted: float = 0.0
     api_back: float | None = None  # first enqueue answered 201 after the promotion
     subscriber_back: float | None = None  # first change pushed for a task made after it
-    workers_back: dict[str, float] = msgspec.field(default_factory=dict)  # pid -> heartbeat
+    workers_back: dict[str, float] = msgspec.field(
+        default_factory=dict[str, float]
+    )  # pid -> heartbeat
 
 
 class Report(msgspec.Struct):
@@ -93,11 +95,13 @@ def _env(pair: Pair, exec_log: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _processes(pair: Pair, work: Path, port: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+def _processes(
+    pair: Pair, work: Path, port: int
+) -> Generator[list[subprocess.Popen[bytes]], None, None]:
     env = _env(pair, work / "executions.log")
     base = [sys.executable, "-m", "pgqueue", "--log-level", "WARNING"]
     procs: list[subprocess.Popen[bytes]] = []
-    logs = []
+    logs: list[IO[bytes]] = []
     try:
         for i, argv in enumerate(
             [[*base, "serve", "--insecure", "--port", str(port)]]
@@ -163,7 +167,7 @@ class Load:
                 await asyncio.sleep(0.2)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    async def running(self) -> AsyncGenerator[None, None]:
         tasks = [asyncio.create_task(self.produce()) for _ in range(PRODUCERS)]
         tasks.append(asyncio.create_task(self.subscribe()))
         try:
@@ -175,7 +179,7 @@ class Load:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _scalar(conn: psycopg.AsyncConnection[Any], query: str, *params: Any) -> Any:
+async def _scalar(conn: psycopg.AsyncConnection[Any], query: LiteralString, *params: Any) -> Any:
     cur = await conn.execute(query, params or None)
     row = await cur.fetchone()
     return row[0] if row else None

@@ -71,8 +71,20 @@ from tests.worker.test_worker import (
 )
 
 # Fixtures the imported tests use, re-exported so pytest finds them for this module.
-FIXTURES = (admin, alice, api, api_settings, bob, processes, tokens, worker)
-FIXTURES += (pool, schedules, executions, fast)
+FIXTURES = (
+    admin,
+    alice,
+    api,
+    api_settings,
+    bob,
+    processes,
+    tokens,
+    worker,
+    pool,
+    schedules,
+    executions,
+    fast,
+)
 IMPORTED_TESTS = (
     test_psql_update_reaches_subscriber,
     test_stream_user_isolation,

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Page, Request
 
 from pgqueue.queue import Queue
 from tests.api.conftest import free_port, serve_process, wait_healthy
@@ -92,10 +93,10 @@ async def test_sign_in_shows_the_queues_and_the_first_view_is_small(
 
     # The first view, measured in a fresh browser context: everything fetched until the
     # overview shows the queues, as the bytes that crossed the network (headers included).
-    page = await new_page()
+    page: Page = await new_page()
     sizes: list[int] = []
 
-    async def finished(request: Any) -> None:
+    async def finished(request: Request) -> None:
         measured = await request.sizes()
         sizes.append(measured["responseBodySize"] + measured["responseHeadersSize"])
 
@@ -325,13 +326,14 @@ async def test_every_view_keyboard_narrow_screen_and_screenshots(
         await enqueue(admin, "ui.boom", queue="default")
         waiting = await enqueue(admin, "ui.gated", queue="emails", payload={"gates": []})
 
-        page = await new_page()
+        page: Page = await new_page()
         await sign_in(page, stack.url, stack.tokens.admin)
 
         # Keyboard: Tab reaches the navigation (after the page, from the top), with a
         # visible focus ring, and Enter follows it.
         await page.goto(f"{stack.url}/ui#/")
         await page.locator("#queues").wait_for()
+        focused = None
         for _ in range(60):
             await page.keyboard.press("Tab")
             focused = await page.evaluate("() => document.activeElement.textContent")
@@ -366,14 +368,8 @@ async def test_every_view_keyboard_narrow_screen_and_screenshots(
         # Workers: the live worker and its heartbeat age.
         await page.goto(f"{stack.url}/ui#/workers")
         await page.locator("#workers td[data-heartbeat-age]").first.wait_for()
-        assert (
-            float(
-                await page.locator("td[data-heartbeat-age]").first.get_attribute(
-                    "data-heartbeat-age"
-                )
-            )
-            < 30
-        )
+        age = await page.locator("td[data-heartbeat-age]").first.get_attribute("data-heartbeat-age")
+        assert age is not None and float(age) < 30
 
         # Schedules: pause and resume.
         await page.goto(f"{stack.url}/ui#/schedules")
