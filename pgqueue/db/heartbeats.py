@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -33,12 +33,14 @@ async def register(conn: Conn, info: WorkerInfo) -> None:
     await conn.execute(QUERIES["worker_register"], msgspec.structs.asdict(info))
 
 
-async def beat_worker(conn: Conn, info: WorkerInfo, running: int) -> None:
-    """Refresh a local worker's row (re-created if the reaper removed it during an outage).
+async def beat_worker(conn: Conn, worker: Mapping[str, Any], token_id: int | None = None) -> bool:
+    """Refresh a worker's row (re-created if the reaper removed it during an outage).
 
-    Local workers' rows are bound to no API token (``token_id`` NULL)."""
-    worker = {**msgspec.structs.asdict(info), "running": running, "token_id": None}
-    await conn.execute(QUERIES["worker_heartbeat"], worker)
+    ``worker`` has ``WorkerInfo``'s fields and ``running``. A remote worker's row is bound
+    to the API token it claims with (local workers': none); False when another token holds
+    that worker id: its leases are not this caller's."""
+    cur = await conn.execute(QUERIES["worker_heartbeat"], {**worker, "token_id": token_id})
+    return await cur.fetchone() is not None
 
 
 async def beat_tasks(conn: Conn, worker_id: str, running: Collection[Task]) -> dict[TaskId, bool]:

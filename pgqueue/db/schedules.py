@@ -21,15 +21,6 @@ class DueSchedule(Schedule, frozen=True):
     clock: datetime
 
 
-async def now(conn: Conn) -> datetime:
-    """The database clock: every scheduling decision is taken in its time, never a client's."""
-    cur = await conn.execute(QUERIES["clock_now"])
-    row = await cur.fetchone()
-    assert row is not None
-    clock: datetime = row[0]
-    return clock
-
-
 async def insert(conn: Conn, fields: dict[str, Any]) -> Schedule | None:
     """A new schedule (``name, cron, timezone, task`` as JSON text, ``enabled``,
     ``next_fire_at``); None when the name is taken."""

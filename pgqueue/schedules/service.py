@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue.db import clock
 from pgqueue.db import schedules as db
 from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.queue import new_task, validation_field
@@ -52,7 +53,7 @@ class Schedules:
         cron.zone(spec.timezone)
         template = validate_template(spec.task, self.settings.max_payload_bytes)
         async with self.pool.connection() as conn:
-            now = await db.now(conn)
+            now = await clock.now(conn)
             row = await db.insert(
                 conn,
                 {
@@ -98,7 +99,7 @@ class Schedules:
             enabled = patch.enabled if patch.enabled is not None else old.enabled
             next_fire_at = old.next_fire_at
             if (expr, timezone) != (old.cron, old.timezone) or (enabled and not old.enabled):
-                next_fire_at = cron.next_fire(expr, timezone, await db.now(conn))
+                next_fire_at = cron.next_fire(expr, timezone, await clock.now(conn))
             row = await db.update(
                 conn,
                 {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from typing import Any
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
@@ -40,15 +41,19 @@ async def beat(
         # An idle worker's beat is one statement, not BEGIN/UPDATE/COMMIT: three of an idle
         # worker's 0.8 statements a second were this transaction.
         async with pool.connection() as conn:
-            await heartbeats.beat_worker(conn, info, 0)
+            await heartbeats.beat_worker(conn, _row(info, 0))
         return HeartbeatAnswer(lost=set(), cancel_requested=set())
     async with pool.connection() as conn, conn.transaction():
-        await heartbeats.beat_worker(conn, info, len(running))
+        await heartbeats.beat_worker(conn, _row(info, len(running)))
         held = await heartbeats.beat_tasks(conn, info.id, running)
     return HeartbeatAnswer(
         lost={t.id for t in running} - set(held),
         cancel_requested={task_id for task_id, cancel in held.items() if cancel},
     )
+
+
+def _row(info: WorkerInfo, running: int) -> dict[str, Any]:
+    return {**msgspec.structs.asdict(info), "running": running}
 
 
 async def unregister(pool: AsyncConnectionPool, worker_id: str) -> None:
