@@ -36,7 +36,6 @@ from pgqueue.outcomes import (
     Failed,
     Outcome,
     Released,
-    Waiting,
     unrecordable,
 )
 from pgqueue.settings import Settings
@@ -211,7 +210,7 @@ class HttpRecorder:
             await self._client.cancelled(task.id, task.lease, usage=usage)
         elif isinstance(outcome, Released):
             await self._client.release(task.id, task.lease, usage=usage)
-        elif isinstance(outcome, Waiting):
+        else:  # Waiting, the last kind of Outcome
             await self._client.wait_for_signal(
                 task.id, task.lease, outcome.signal, timeout_s=outcome.timeout_s, usage=usage
             )

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -31,7 +31,7 @@ TOOLS = {
 
 
 @contextlib.asynccontextmanager
-async def mcp_session(api: Api) -> AsyncIterator[ClientSession]:
+async def mcp_session(api: Api) -> AsyncGenerator[ClientSession, None]:
     """An MCP session with `pgqueue mcp` as a subprocess, acting with Alice's token.
 
     (A context manager in the test, not a fixture: the SDK's anyio scopes must be entered

@@ -13,7 +13,7 @@ from pgqueue.db.pool import connect
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.db.transitions import finish, finish_many
-from pgqueue.events import EVENTS, WAKEUP, decode_changes
+from pgqueue.events import EVENTS, WAKEUP, TaskChange, decode_changes
 from pgqueue.outcomes import Cancelled, Completed, Failed
 from pgqueue.queue import Queue
 from pgqueue.tasks import Status, Task, Usage
@@ -146,7 +146,8 @@ async def test_reap_fails_exhausted_and_cancels_requested(
     )
     await conn.execute("SELECT * FROM pgqueue.reap()")
     assert (await queue.get(exhausted.id)).status is Status.FAILED
-    assert (await queue.get(exhausted.id)).error["type"] == "stalled"
+    error = (await queue.get(exhausted.id)).error
+    assert error is not None and error["type"] == "stalled"
     assert (await queue.get(to_cancel.id)).status is Status.CANCELLED
     assert (await queue.get(fresh.id)).status is Status.RUNNING  # its heartbeat is fresh
 
@@ -237,7 +238,7 @@ async def test_published_changes_decode_whatever_the_owner_is_called(
         await listener.execute(f"LISTEN {EVENTS}")
         task = await queue.enqueue("k", user_id=owner, queue="q.1:a-b_c")
         await claim(conn, queues=["q.1:a-b_c"])
-        changes = []
+        changes: list[TaskChange] = []
         async for n in listener.notifies(timeout=30):
             changes += decode_changes(n.payload)
             if len(changes) == 2:

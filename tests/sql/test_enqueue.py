@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
@@ -84,7 +84,7 @@ async def test_idempotent_enqueue_returns_the_existing_task(queue: Queue) -> Non
 )
 async def test_same_key_different_task_conflicts(queue: Queue, change: dict[str, Any]) -> None:
     await queue.enqueue("email.send", {"to": "a"}, idempotency_key="k1")
-    fields = {"kind": "email.send", "payload": {"to": "a"}, **change}
+    fields: dict[str, Any] = {"kind": "email.send", "payload": {"to": "a"}, **change}
     kind = fields.pop("kind")
     with pytest.raises(Conflict, match="idempotency_key"):
         await queue.enqueue(kind, idempotency_key="k1", **fields)
@@ -196,6 +196,25 @@ async def test_enqueue_many_is_all_or_nothing(queue: Queue) -> None:
     assert (await queue.list()).items == []
 
 
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_value_the_database_refuses_is_invalid_input_not_a_driver_error(
+    queue: Queue, many: bool
+) -> None:
+    """Valid JSON that jsonb refuses: ``Queue`` callers get ``InvalidInput`` (what HTTP
+    reports as a 400), never a raw psycopg error (db/errors.py translates it)."""
+
+    async def refused() -> object:
+        if many:
+            return await queue.enqueue_many([{"kind": "ok", "payload": "a\u0000b"}])
+        return await queue.enqueue("ok", "a\u0000b")
+
+    with pytest.raises(InvalidInput) as caught:
+        await refused()
+    assert not isinstance(caught.value, psycopg.Error)
+    assert isinstance(caught.value.__cause__, psycopg.errors.DataError)
+    assert (await queue.list()).items == []
+
+
 async def test_plain_sql_insert_and_enqueue_function(
     queue: Queue, conn: psycopg.AsyncConnection[Any]
 ) -> None:
@@ -222,8 +241,10 @@ async def test_enqueue_function_scopes_keys_and_parents_by_owner(
 ) -> None:
     """pgqueue.enqueue() from psql follows SPEC §3 and §1 parent_id like Python and HTTP."""
 
-    async def enqueue(args: str) -> tuple[Any, ...]:
-        cur = await conn.execute(f"SELECT id, user_id FROM pgqueue.enqueue('k', {args})")
+    async def enqueue(args: LiteralString, *params: Any) -> tuple[Any, ...]:
+        cur = await conn.execute(
+            "SELECT id, user_id FROM pgqueue.enqueue('k', " + args + ")", params or None
+        )
         row = await cur.fetchone()
         assert row is not None
         return tuple(row)
@@ -239,11 +260,15 @@ async def test_enqueue_function_scopes_keys_and_parents_by_owner(
             "SELECT pgqueue.enqueue('k', '{\"n\": 1}', user_id => 'bob', idempotency_key => 'x')"
         )
     assert str(bob[0]) in str(caught.value) and str(alice[0]) not in str(caught.value)
-    child = await enqueue(f"parent_id => '{alice[0]}'")
+    child = await enqueue("parent_id => %s", alice[0])
     assert child[1] == "alice"
-    for args in (f"parent_id => '{alice[0]}', user_id => 'bob'", f"parent_id => '{uuid.uuid4()}'"):
+    refused: list[tuple[LiteralString, uuid.UUID]] = [
+        (", user_id => 'bob'", alice[0]),  # someone else's parent
+        ("", uuid.uuid4()),  # no such task
+    ]
+    for extra, parent in refused:
         with pytest.raises(psycopg.errors.NoDataFound, match="parent task"):
-            await conn.execute(f"SELECT pgqueue.enqueue('k', {args})")
+            await enqueue("parent_id => %s" + extra, parent)
 
 
 async def test_a_parent_made_in_the_callers_transaction_is_found(queue: Queue, dsn: str) -> None:

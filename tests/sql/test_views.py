@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from pgqueue.db.queries import QUERIES
 from pgqueue.queue import Queue
@@ -38,16 +41,18 @@ async def finish(
         (
             status,
             ago,
-            psycopg.types.json.Jsonb(error) if error else None,
-            psycopg.types.json.Jsonb(usage) if usage else None,
+            Jsonb(error) if error else None,
+            Jsonb(usage) if usage else None,
             task_id,
         ),
     )
 
 
-async def rows(conn: Conn, sql: str, *params: Any) -> list[dict[str, Any]]:
-    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-    await cur.execute(sql, params or None)
+async def rows(
+    conn: Conn, query: LiteralString | sql.Composed, *params: Any
+) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query, params or None)
     return await cur.fetchall()
 
 
@@ -217,4 +222,5 @@ async def test_usage_by_user_sums_tokens_and_cost_by_user_queue_and_day(
     ],
 )
 async def test_each_view_answers_on_an_empty_database(conn: Conn, view: str) -> None:
-    assert await rows(conn, f"SELECT * FROM pgqueue.{view}") == []
+    query = sql.SQL("SELECT * FROM pgqueue.{}").format(sql.Identifier(view))
+    assert await rows(conn, query) == []

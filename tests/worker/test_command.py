@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import pgqueue
@@ -131,8 +132,7 @@ async def test_the_program_gets_a_clean_environment(
     monkeypatch.setenv("LANG", "C.UTF-8")
     script = "import json, os; print(json.dumps(dict(os.environ)))"
     done = await run(queue, {"argv": [PY, "-c", script], "env": {"GREETING": "hi"}})
-    env = done.result
-    assert isinstance(env, dict), done
+    env = msgspec.convert(done.result, dict[str, str])  # json.dumps(os.environ)
     assert "PGQUEUE_DSN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     assert env["GREETING"] == "hi" and env["LANG"] == "C.UTF-8"
     assert env["PATH"] == os.environ["PATH"]

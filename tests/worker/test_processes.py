@@ -80,7 +80,7 @@ async def test_kill_9_mid_task_resumes_from_checkpoint_on_another_worker(
     assert done.status is Status.COMPLETED
     assert done.attempts == 2
     assert done.result["resumed_from"] >= saved["data"]["done"]
-    assert done.result["pid"] == rescuer.pid
+    assert rescuer is not None and done.result["pid"] == rescuer.pid
     events = [e.event for e in await queue.events(task.id)]
     assert "requeued" in events  # by the reaper
     assert (await queue.events(task.id))[events.index("requeued")].data["type"] == "stalled"

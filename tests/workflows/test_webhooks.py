@@ -66,7 +66,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
             self.send_response(200 if ok else 500)
             self.end_headers()
 
-        def log_message(self, *args: Any) -> None:
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
