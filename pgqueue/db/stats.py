@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import msgspec
 from psycopg.rows import class_row
 
-from pgqueue.db import workers
+from pgqueue.db import clock, workers
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import Conn
 from pgqueue.stats import Overview, QueueStats, QueueUsage, RecentFailure, Stats, UserUsage
@@ -122,9 +122,7 @@ async def overview(conn: Conn, failures: int = 10) -> Overview:
     transaction so they add up (``pgqueue status``)."""
     async with conn.transaction():
         await conn.execute(QUERIES["stats_set_snapshot"])
-        cur = await conn.execute(QUERIES["clock_now"])
-        now = await cur.fetchone()
-        assert now is not None
+        now = await clock.now(conn)
         all_queues = await queues(conn)
         live = await workers.live(conn)
         failed = conn.cursor(row_factory=class_row(RecentFailure))
@@ -132,4 +130,4 @@ async def overview(conn: Conn, failures: int = 10) -> Overview:
         recent = await failed.fetchall()
         cur = await conn.execute(QUERIES["view_stalled_count"])
         stalled = await cur.fetchone()
-    return Overview(now[0], all_queues, live, recent, int(stalled[0]) if stalled else 0)
+    return Overview(now, all_queues, live, recent, int(stalled[0]) if stalled else 0)

@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 from psycopg import AsyncConnection
 
+from pgqueue.db import tasks as db_tasks
 from pgqueue.db.queries import QUERIES
-from pgqueue.db.rows import task_row
 from pgqueue.events import EventName
 from pgqueue.stream import Position, Snapshot
 from pgqueue.tasks import Status, Task, TaskId
@@ -103,6 +103,4 @@ async def horizon(conn: AsyncConnection[Any]) -> int | None:
 
 async def tasks(conn: AsyncConnection[Any], ids: Iterable[TaskId]) -> dict[TaskId, Task]:
     """The tasks the changes of a read name, by id (a purged one is missing)."""
-    cur = conn.cursor(row_factory=task_row)
-    await cur.execute(QUERIES["task_get_many"], {"ids": list(ids)})
-    return {t.id: t for t in await cur.fetchall()}
+    return {t.id: t for t in await db_tasks.get_many(conn, list(ids))}
