@@ -51,8 +51,10 @@ class LeasedTask(Task, frozen=True):
     """A claimed task with the lease to send back with every report."""
 
     lease: str
-    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §10
-    signals: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §11: sent so far
+    # SPEC §10, and §11 (the signals sent so far). Typed factories: Task has no
+    # omit_defaults, so the encoding is the same as with a bare ``dict``.
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
+    signals: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
 
 
 _encode = msgspec.json.Encoder().encode

@@ -81,8 +81,10 @@ class LeasedTask(Task, frozen=True):
     """A claimed task with its lease: send the lease with every heartbeat and outcome."""
 
     lease: str
-    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §10
-    signals: dict[str, Any] = msgspec.field(default_factory=dict)  # SPEC §11: sent so far
+    # SPEC §10, and §11 (the signals sent so far). Typed factories: Task has no
+    # omit_defaults, so the encoding is the same as with a bare ``dict``.
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
+    signals: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
 
 
 SignalName = Annotated[
@@ -181,7 +183,7 @@ class QueueStats(msgspec.Struct, frozen=True):
     per_user_concurrency: int | None = None
     fair: bool = False
     circuit_breaker: CircuitBreaker | None = None
-    open_breakers: list[str] = msgspec.field(default_factory=list)
+    open_breakers: list[str] = []
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> QueueStats:
@@ -301,12 +303,8 @@ class StreamOp(_Input, frozen=True):
     op: Annotated[str, msgspec.Meta(pattern="^(subscribe|unsubscribe|ping)$")]
     # The per-connection bounds of SPEC §5 (pgqueue.api.stream.MAX_TASK_IDS, MAX_QUEUES):
     # an op longer than a connection may hold is refused while it is decoded.
-    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=1_000)] = msgspec.field(
-        default_factory=list
-    )
-    queues: Annotated[list[QueueName], msgspec.Meta(max_length=100)] = msgspec.field(
-        default_factory=list
-    )
+    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=1_000)] = []
+    queues: Annotated[list[QueueName], msgspec.Meta(max_length=100)] = []
     all: bool = False
     # Resume (SPEC §5): the ``event_id`` of the last change received; the server first sends
     # every covered change after it. Only on a connection's first subscribe.

@@ -36,7 +36,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -86,6 +86,10 @@ BAD_OPS = 50
 _TAIL_ROWS = 5_000  # audit rows per read of the trail: one read's changes are sent in a burst
 _REPLAY_ROWS = 1_000  # per read of a replay, sent at the client's pace
 _TAIL_AT_LEAST_S = 1.0  # with notifications coming, read the trail at least this often
+
+
+def _is_coroutine(value: object) -> TypeGuard[Coroutine[Any, Any, None]]:
+    return isinstance(value, Coroutine)
 
 
 def _frame(message: msgspec.Struct) -> WebSocketSendEvent:
@@ -173,7 +177,7 @@ class Subscriber:
             return
         if self.idle and self.send is not None and self.outbox.empty():
             started = self.send(frame)
-            assert isinstance(started, Coroutine)  # Litestar's send is an ``async def``
+            assert _is_coroutine(started)  # Litestar's send is an ``async def``
             try:
                 blocker = started.send(None)
             except StopIteration:
@@ -414,10 +418,11 @@ class Hub:
             # (whether or not the router has read it yet) and none from before.
             async with self._pool.connection() as conn:
                 since = Position.at(await db_stream.snapshot(conn))
-        accepted = new_ids
+        accepted: list[TaskId] = new_ids
         if new_ids:
             found = await self._fetch(new_ids)
-            accepted, missing = [], []
+            accepted = []
+            missing: list[TaskId] = []
             for tid in new_ids:
                 task = found.get(tid)
                 if task is None or not sub.principal.may_read(task.user_id):
@@ -587,8 +592,8 @@ class Hub:
                 request.done.set_result(None)
         if not (must_read or self._worth_reading(items)):
             return
-        while self.position is not None:
-            read_from, cold = self.position, self._cold
+        while (read_from := self._tail_position()) is not None:
+            cold = self._cold
             async with self._pool.connection() as conn:
                 read = await db_stream.replay(conn, read_from, EVERYTHING, limit=_TAIL_ROWS)
             if self._cold != cold:
@@ -611,6 +616,10 @@ class Hub:
                 raise
             if not full:
                 return
+
+    def _tail_position(self) -> Position | None:
+        """Re-read each round: a delivery awaits, and the hub may turn cold (None) meanwhile."""
+        return self.position
 
     def _worth_reading(self, items: list[str | _Request]) -> bool:
         """Read the trail when a notified change interests someone, after a resync, or when

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-from typing import Any
+from typing import Any, LiteralString
 
 import msgspec
 
@@ -111,12 +111,12 @@ async def _apply(dsn: str, args: argparse.Namespace) -> QueueSettings:
             params: dict[str, Any] = {"queue": args.queue}
             if args.action == "limit":
                 params["limit"] = _positive(args.n, "n")
-            query = {
+            queries: dict[str, LiteralString] = {
                 "pause": QUERIES["queue_pause"],
                 "resume": QUERIES["queue_resume"],
                 "limit": QUERIES["queue_set_limit"],
-            }[args.action]
-            cur = await conn.execute(query, params)
+            }
+            cur = await conn.execute(queries[args.action], params)
             row = await cur.fetchone()
             assert row is not None
             return QueueSettings.from_row(row)
