@@ -31,6 +31,7 @@ from pgqueue.errors import (
     PgQueueError,
     StaleLease,
 )
+from pgqueue.leases import HeartbeatAnswer, LeasedTask
 from pgqueue.limits import Why
 from pgqueue.pages import Page
 from pgqueue.stream import StateMessage, StreamMessage, TaskMessage, decode_message
@@ -45,16 +46,6 @@ class Unauthorized(PgQueueError):
 
 class ServerError(PgQueueError):
     """The server failed (5xx); safe to retry idempotent calls."""
-
-
-class LeasedTask(Task, frozen=True):
-    """A claimed task with the lease to send back with every report."""
-
-    lease: str
-    # SPEC §10, and §11 (the signals sent so far). Typed factories: Task has no
-    # omit_defaults, so the encoding is the same as with a bare ``dict``.
-    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
-    signals: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
 
 
 _encode = msgspec.json.Encoder().encode
@@ -238,7 +229,7 @@ class Client:
         """Keep the lease; ``progress``/``checkpoint``/``usage`` optional. Returns cancel flag."""
         body = {"lease": lease, **{k: v for k, v in report.items() if v is not None}}
         response = await self._request("POST", f"/tasks/{task_id}/heartbeat", body=body)
-        return bool(msgspec.json.decode(response.content)["cancel_requested"])
+        return msgspec.json.decode(response.content, type=HeartbeatAnswer).cancel_requested
 
     async def complete(self, task_id: uuid.UUID | str, lease: str, **outcome: Any) -> Task:
         body = {"lease": lease, **outcome}

@@ -120,18 +120,25 @@ UNRECORDABLE: Final = "unrecordable_outcome"
 its task fails for good, recorded once, instead of being left to the reaper."""
 
 
-def permanent(error_type: str, message: str, usage: Usage | None = None) -> Failed:
+def permanent(
+    error_type: str, message: str, usage: Usage | None = None, exit_code: int | None = None
+) -> Failed:
     """A failure no retry can fix, with a short error (no traceback)."""
     return Failed(
         error={"type": error_type, "message": message, "retryable": False},
         retryable=False,
         usage=usage or Usage(),
+        exit_code=exit_code,
     )
 
 
-def unrecordable(outcome: Outcome, why: str) -> Failed:
-    """What to record instead of an outcome that was refused: a permanent failure saying why."""
-    return permanent(UNRECORDABLE, f"the outcome could not be recorded: {why}", outcome.usage)
+def unrecordable(outcome: Outcome, why: str, *, exit_code: int | None = None) -> Failed:
+    """What to record instead of an outcome that cannot be stored (a result over the limit,
+    a value the database or the server refused): a permanent failure saying why, with the
+    outcome's usage. ``exit_code`` only from a worker that has not offered the outcome yet:
+    after a refusal the exit code may be what was refused."""
+    message = f"the outcome could not be recorded: {why}"
+    return permanent(UNRECORDABLE, message, outcome.usage, exit_code)
 
 
 def name_of(outcome: Outcome) -> OutcomeName:

@@ -10,16 +10,16 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db.queries import QUERIES
+from pgqueue.db import maintenance
 
 log = logging.getLogger(__name__)
 
 
 async def reap(pool: AsyncConnectionPool, stall_s: float) -> int:
     """Requeue, fail or cancel tasks whose worker stopped heartbeating; returns how many."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(QUERIES["task_reap"], {"stall_s": stall_s})
-        rows = await cur.fetchall()
-    for task_id, status, lost_worker in rows:
-        log.warning("reaped task %s of silent worker %s: now %s", task_id, lost_worker, status)
-    return len(rows)
+    reaped = await maintenance.reap(pool, stall_s)
+    for row in reaped:
+        log.warning(
+            "reaped task %s of silent worker %s: now %s", row.task_id, row.worker_id, row.status
+        )
+    return len(reaped)

@@ -14,7 +14,7 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db.queries import QUERIES
+from pgqueue.db import maintenance
 from pgqueue.services.supervisor import supervise
 from pgqueue.settings import Settings
 
@@ -34,12 +34,7 @@ async def purge_finished(
     """Delete finished tasks older than ``older_than_s`` seconds; returns how many went."""
     total = 0
     while stop is None or not stop.is_set():
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["task_purge_batch"], {"older_than_s": older_than_s, "limit": batch}
-            )
-            row = await cur.fetchone()
-        deleted = int(row[0]) if row else 0
+        deleted = await maintenance.purge_batch(pool, older_than_s, batch)
         total += deleted
         if deleted < batch:
             break

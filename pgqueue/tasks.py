@@ -1,7 +1,7 @@
-"""The task: its row, its states and the allowed transitions (docs/state-machine.md).
+"""The task: its row, its states (docs/state-machine.md) and the bounds of its fields.
 
-The database enforces the same machine with CHECK constraints; this module is the Python
-vocabulary for it.
+The database enforces the state machine (its SQL functions and CHECK constraints); this
+module is the Python vocabulary for it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import enum
 import os
 import socket
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NewType
 
@@ -47,18 +46,6 @@ class Status(enum.StrEnum):
 
 
 _TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
-
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
-    Status.RUNNING: frozenset(
-        {Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.WAITING}
-    ),
-    Status.COMPLETED: frozenset(),
-    Status.FAILED: frozenset({Status.PENDING, Status.BLOCKED}),
-    Status.CANCELLED: frozenset({Status.PENDING, Status.BLOCKED}),
-    Status.BLOCKED: frozenset({Status.PENDING, Status.CANCELLED}),
-    Status.WAITING: frozenset({Status.PENDING, Status.CANCELLED}),
-}
 
 # Field bounds shared by Python enqueue and the HTTP bodies (the database checks them again).
 # Every number a caller sends is finite and bounded (SPEC §2 "Bounded numbers"): an unbounded
@@ -213,58 +200,6 @@ class NewTask(
     traceparent: Traceparent | None = None
 
 
-def created_task(new: NewTask, payload: Any, inserted: Sequence[Any]) -> Task:
-    """The task a just-inserted row holds: the producer's fields, a new row's defaults, and
-    what the database decided — ``inserted`` is ``(id, seq, run_at, created_at, user_id, ...)``
-    as ``RETURNING`` of sql/queries/task_enqueue.sql gives it.
-
-    Building it here instead of decoding ``RETURNING *`` halves the client's share of an
-    enqueue. ``payload`` is the producer's JSON decoded again, so it holds what the database
-    holds (jsonb may order object keys differently; the values are the same).
-    """
-    task_id, seq, run_at, created_at, user_id = inserted[:5]
-    # Positional, in Task's (the table's) field order: 1.8 us a task against 6.4 us with
-    # keywords, which was a quarter of the client's time in a 20,000-task enqueue_many.
-    # tests/sql/test_enqueue.py compares the result with the row read back.
-    return Task(
-        task_id,  # id
-        seq,
-        new.queue,
-        new.kind,
-        payload,
-        new.priority,
-        run_at,
-        Status.PENDING,
-        0,  # attempts
-        new.max_retries,
-        new.timeout_s,
-        new.backoff_base_s,
-        new.backoff_max_s,
-        new.idempotency_key,
-        user_id,
-        list(new.tags),
-        TaskId(new.parent_id) if new.parent_id is not None else None,
-        None,  # result
-        None,  # error
-        None,  # exit_code
-        None,  # progress
-        None,  # checkpoint
-        {"input_tokens": 0, "output_tokens": 0, "cost": 0},  # usage: the column's default
-        None,  # worker_id
-        False,  # cancel_requested
-        created_at,
-        None,  # started_at
-        None,  # heartbeat_at
-        None,  # completed_at
-        created_at,  # updated_at: now(), as created_at
-        new.traceparent,
-        [TaskId(d) for d in new.depends_on],
-        0,  # deps_left: a pending task's (blocked ones are read back, see Queue)
-        new.callback_url,
-        None,  # waiting_for
-    )
-
-
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One row of the audit trail, ``pgqueue.events``."""
 
@@ -300,6 +235,16 @@ def check_result_size(size: int, limit: int | None) -> None:
             "result",
             f"is {size} bytes, more than the limit of {limit} (PGQUEUE_MAX_RESULT_BYTES)",
         )
+
+
+def parse_task_id(value: uuid.UUID | str, field: str = "id") -> TaskId:
+    """A task id from a caller's value; ``InvalidInput`` naming ``field`` when not a UUID."""
+    if isinstance(value, uuid.UUID):
+        return TaskId(value)
+    try:
+        return TaskId(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidInput(field, f"{value!r} is not a UUID") from None
 
 
 def lease_parse(lease: str) -> tuple[int, WorkerId]:

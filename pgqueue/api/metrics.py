@@ -44,7 +44,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db.queries import QUERIES
+from pgqueue.db import stats as db_stats
+from pgqueue.db.rows import Conn
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +73,18 @@ class TaskStats(Collector):
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self._series: set[tuple[str, str]] = set()
 
-    async def refresh(self, conn: Any) -> None:
+    async def refresh(self, conn: Conn) -> None:
         """Count the events committed since the last refresh."""
         if self.after is None:
-            row = await (await conn.execute(QUERIES["stats_event_max_id"])).fetchone()
-            self.after = int(row[0]) if row else 0
+            self.after = await db_stats.last_event_id(conn)
             return
-        cur = await conn.execute(
-            QUERIES["stats_event_ids"], {"after": self.after, "limit": _EVENTS_PER_REFRESH}
-        )
-        upto = self._unbroken([int(r[0]) for r in await cur.fetchall()])
+        upto = self._unbroken(await db_stats.event_ids(conn, self.after, _EVENTS_PER_REFRESH))
         if upto == self.after:
             return
-        cur = await conn.execute(
-            QUERIES["stats_task_observations"],
-            {"after": self.after, "upto": upto, "bounds": list(TASK_BUCKETS)},
-        )
-        for queue, kind, event, bucket, n, total in await cur.fetchall():
-            self._add(self._labels(queue, kind), event, bucket, int(n), float(total))
+        for seen in await db_stats.observations(conn, self.after, upto, TASK_BUCKETS):
+            self._add(
+                self._labels(seen.queue, seen.kind), seen.event, seen.bucket, seen.n, seen.total
+            )
         self.after = upto
 
     def _unbroken(self, ids: list[int]) -> int:
@@ -246,10 +241,8 @@ class Metrics:
 
     async def _take(self, pool: AsyncConnectionPool) -> bytes:
         async with pool.connection() as conn:
-            cur = await conn.execute(QUERIES["stats_tasks_by_queue_status"])
-            rows = await cur.fetchall()
-            cur = await conn.execute(QUERIES["stats_held_back"])
-            held = await cur.fetchall()
+            counts = await db_stats.task_counts(conn)
+            held = await db_stats.held_back(conn)
             try:
                 await self.task_stats.refresh(conn)
             except Exception:
@@ -257,11 +250,11 @@ class Metrics:
                 # rest of the metrics are still worth serving.
                 log.exception("metrics: reading the audit trail failed")
         self.tasks.clear()
-        for queue, status, count in rows:
-            self.tasks.labels(queue=queue, status=status).set(count)
+        for c in counts:
+            self.tasks.labels(queue=c.queue, status=c.status).set(c.count)
         self.held_back.clear()
-        for queue, reason, count in held:
-            self.held_back.labels(queue=queue, reason=reason).set(count)
+        for h in held:
+            self.held_back.labels(queue=h.queue, reason=h.reason).set(h.tasks)
         stats = pool.get_stats()
         for key in ("pool_size", "pool_available", "requests_waiting"):
             self.pool.labels(state=key).set(stats.get(key, 0))

@@ -6,7 +6,6 @@ ignored option. Tasks go out as ``pgqueue.tasks.Task`` itself (one definition of
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -16,7 +15,6 @@ from pgqueue.tasks import (
     BackoffSeconds,
     NewTask,
     QueueName,
-    Task,
     TaskId,
     UsageCost,
     UsageTokens,
@@ -77,16 +75,6 @@ class Claim(_Input, frozen=True):
     running: Count = 0
 
 
-class LeasedTask(Task, frozen=True):
-    """A claimed task with its lease: send the lease with every heartbeat and outcome."""
-
-    lease: str
-    # SPEC §10, and §11 (the signals sent so far). Typed factories: Task has no
-    # omit_defaults, so the encoding is the same as with a bare ``dict``.
-    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
-    signals: dict[str, Any] = msgspec.field(default_factory=dict[str, Any])
-
-
 SignalName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
@@ -113,10 +101,6 @@ class Heartbeat(_Input, frozen=True):
     progress: ProgressIn | None = None
     checkpoint: CheckpointIn | None = None
     usage: UsageIn | None = None
-
-
-class HeartbeatAnswer(msgspec.Struct, frozen=True):
-    cancel_requested: bool
 
 
 class Complete(_Input, frozen=True):
@@ -161,73 +145,6 @@ class CancelObeyed(_Input, frozen=True):
     usage: UsageIn | None = None
 
 
-class TaskPage(msgspec.Struct, frozen=True):
-    items: list[Task]
-    next_cursor: str | None
-
-
-class QueueStats(msgspec.Struct, frozen=True):
-    name: str
-    pending: int
-    running: int
-    completed: int
-    failed: int
-    cancelled: int
-    due: int
-    oldest_due_age_s: float
-    completed_last_minute: int
-    paused: bool
-    concurrency_limit: int | None
-    # §12 limits: null/false when not set; open_breakers: kinds not claimed now
-    rate_limit: RateLimit | None = None
-    per_user_concurrency: int | None = None
-    fair: bool = False
-    circuit_breaker: CircuitBreaker | None = None
-    open_breakers: list[str] = []
-
-    @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> QueueStats:
-        """From the columns of the ``stats_queues`` query."""
-        (
-            name,
-            pending,
-            running,
-            completed,
-            failed,
-            cancelled,
-            due,
-            oldest,
-            last_minute,
-            paused,
-            limit,
-            rate_n,
-            rate_s,
-            per_user,
-            fair,
-            b_fail,
-            b_cool,
-            open_breakers,
-        ) = row
-        return cls(
-            name,
-            pending,
-            running,
-            completed,
-            failed,
-            cancelled,
-            due,
-            oldest,
-            last_minute,
-            paused,
-            limit,
-            rate_limit=RateLimit(rate_n, rate_s) if rate_n is not None else None,
-            per_user_concurrency=per_user,
-            fair=bool(fair),
-            circuit_breaker=CircuitBreaker(b_fail, b_cool) if b_fail is not None else None,
-            open_breakers=list(open_breakers),
-        )
-
-
 class QueueSettingsPatch(_Input, frozen=True):
     """``PATCH /queues/{name}``: pause/resume, a concurrency limit, and the §12 limits; null
     removes a limit, an absent field leaves it as it is."""
@@ -243,48 +160,10 @@ class QueueSettingsPatch(_Input, frozen=True):
     fair: bool | msgspec.UnsetType = msgspec.UNSET
     circuit_breaker: CircuitBreaker | msgspec.UnsetType | None = msgspec.UNSET
 
-    def limit_changes(self) -> dict[str, Any]:
-        """The §12 settings this patch sets (pgqueue.db.limits.set_queue applies them)."""
-        fields = ("rate_limit", "per_user_concurrency", "fair", "circuit_breaker")
-        return {f: getattr(self, f) for f in fields if getattr(self, f) is not msgspec.UNSET}
-
-
-class WorkerStatus(msgspec.Struct, frozen=True):
-    id: str
-    host: str
-    pid: int
-    queues: list[str]
-    kinds: list[str]
-    concurrency: int
-    running: int
-    started_at: datetime
-    heartbeat_at: datetime
-    heartbeat_age_s: float
-
-
-class UserUsage(msgspec.Struct, frozen=True):
-    user_id: str | None
-    tasks: int
-    input_tokens: int
-    output_tokens: int
-    cost: float
-
-
-class QueueUsage(msgspec.Struct, frozen=True):
-    queue: str
-    tasks: int
-    input_tokens: int
-    output_tokens: int
-    cost: float
-
-
-class Stats(msgspec.Struct, frozen=True):
-    """Totals by status plus usage (tokens, cost) by user and by queue."""
-
-    tasks: dict[str, int]
-    usage: UserUsage
-    by_user: list[UserUsage]
-    by_queue: list[QueueUsage]
+    def changes(self) -> dict[str, Any]:
+        """The settings this patch sets (``pgqueue.db.queues.configure`` applies them)."""
+        fields = msgspec.structs.fields(self)
+        return {f.name: v for f in fields if (v := getattr(self, f.name)) is not msgspec.UNSET}
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -48,8 +48,6 @@ from pgqueue.api.auth import Principal
 from pgqueue.api.schemas import StreamOp
 from pgqueue.db import stream as db_stream
 from pgqueue.db.listener import Listener
-from pgqueue.db.queries import QUERIES
-from pgqueue.db.rows import task_row
 from pgqueue.db.stream import EVERYTHING, Coverage
 from pgqueue.events import EVENTS, decode_changes
 from pgqueue.stream import (
@@ -673,9 +671,7 @@ class Hub:
 
     async def _fetch(self, ids: Iterable[TaskId]) -> dict[TaskId, Task]:
         async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=task_row)
-            await cur.execute(QUERIES["task_get_many"], {"ids": list(ids)})
-            return {t.id: t for t in await cur.fetchall()}
+            return await db_stream.tasks(conn, ids)
 
 
 def _position_of(row: db_stream.EventRow, read_from: Position, snapshot: Snapshot) -> Position:

@@ -19,9 +19,10 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from pgqueue import otel
 from pgqueue.api.auth import Principal, Role
-from pgqueue.api.schemas import MAX_WAIT_S, Batch, SignalIn, TaskPage
+from pgqueue.api.schemas import MAX_WAIT_S, Batch, SignalIn
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.errors import InvalidInput, NotFound
+from pgqueue.pages import Page
 from pgqueue.tasks import Event, NewTask, Status, Task
 
 WaitParam = Annotated[
@@ -160,13 +161,13 @@ class TasksController(Controller):
         parent_id: FromQuery[uuid.UUID | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
         cursor: Annotated[str | None, QueryParameter(max_length=20)] = None,
-    ) -> TaskPage:
+    ) -> Page:
         """``user_id`` filters for admins and workers; a user always lists their own."""
         if not principal.sees_all:
             if user_id not in (None, principal.user_id):
                 raise InvalidInput("user_id", "a user token lists its own tasks only")
             user_id = principal.user_id
-        page = await services.queue.list(
+        return await services.queue.list(
             status=status,
             queue=queue,
             kind=kind,
@@ -176,7 +177,6 @@ class TasksController(Controller):
             limit=limit,
             cursor=cursor,
         )
-        return TaskPage(items=page.items, next_cursor=page.next_cursor)
 
     @post("/{task_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel a task")
     async def cancel(

@@ -26,19 +26,18 @@ from pgqueue.api.schemas import (
     Complete,
     Fail,
     Heartbeat,
-    HeartbeatAnswer,
-    LeasedTask,
     Release,
     UsageIn,
     WaitIn,
-    WorkerStatus,
 )
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.api.wakeup import first_of
-from pgqueue.db import transitions
-from pgqueue.db.queries import QUERIES
+from pgqueue.db import remote, transitions
+from pgqueue.db import workers as db_workers
 from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
+from pgqueue.leases import HeartbeatAnswer, LeasedTask
 from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released, Waiting, name_of
+from pgqueue.stats import WorkerStatus
 from pgqueue.tasks import Task, Usage, lease_parse, result_json
 
 _encode = msgspec.json.Encoder().encode
@@ -169,29 +168,26 @@ class WorkersController(Controller):
         require(principal, Role.WORKER, Role.ADMIN)
         f = fence(task_id, data.lease)
         limit = services.settings.max_payload_bytes
-        params = {
-            **f.params(),
-            "progress": None
-            if data.progress is None
-            else _json(
-                {k: v for k, v in msgspec.structs.asdict(data.progress).items() if v is not None},
-                "progress",
-                limit,
-            ),
-            "checkpoint": None
-            if data.checkpoint is None
-            else _json(data.checkpoint, "checkpoint", limit),
-            "usage": None if data.usage is None else _encode(data.usage).decode(),
-            "token_id": principal.token_id,
-        }
+        progress = None
+        if data.progress is not None:
+            given = msgspec.structs.asdict(data.progress)
+            progress = _json({k: v for k, v in given.items() if v is not None}, "progress", limit)
         async with services.pool.connection() as conn:
-            cur = await conn.execute(QUERIES["task_report"], params)
-            row = await cur.fetchone()
-            if row is not None:
-                await conn.execute(QUERIES["worker_touch"], {"id": f.worker_id})
-        if row is None:
+            cancel_requested = await remote.report(
+                conn,
+                f.id,
+                f.attempt,
+                f.worker_id,
+                progress=progress,
+                checkpoint=None
+                if data.checkpoint is None
+                else _json(data.checkpoint, "checkpoint", limit),
+                usage=None if data.usage is None else _encode(data.usage).decode(),
+                token_id=principal.token_id,
+            )
+        if cancel_requested is None:
             raise await transitions.refusal(services.pool, f.id, f.lease)
-        return HeartbeatAnswer(cancel_requested=bool(row[0]))
+        return HeartbeatAnswer(cancel_requested=cancel_requested)
 
     @post("/tasks/{task_id:str}/complete", status_code=HTTP_200_OK, summary="Complete")
     async def complete(
@@ -294,9 +290,7 @@ class WorkersController(Controller):
         Not for user tokens (403): hosts and pids are the operator's (SPEC §4)."""
         require(principal, Role.ADMIN, Role.WORKER)
         async with services.pool.connection() as conn:
-            cur = await conn.execute(QUERIES["stats_workers"])
-            rows = await cur.fetchall()
-        return [WorkerStatus(*row) for row in rows]
+            return await db_workers.live(conn)
 
 
 async def _finish(

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-from typing import Any, LiteralString
+from typing import Any
 
 import msgspec
 
 from pgqueue.cli.options import add_settings_flags, settings_from_args
-from pgqueue.db import limits
+from pgqueue.db import queues
 from pgqueue.db.pool import connect
-from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
 from pgqueue.limits import CircuitBreaker, QueueSettings, RateLimit
 
@@ -61,8 +60,12 @@ def _ratio(text: str, field: str) -> tuple[int, float] | None:
 
 
 def changes_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The §12 setting this command line asks for, validated like the API's."""
+    """The setting this command line asks for, validated like the API's."""
     try:
+        if args.action in ("pause", "resume"):
+            return {"paused": args.action == "pause"}
+        if args.action == "limit":
+            return {"concurrency_limit": _positive(args.n, "n")}
         if args.action == "rate-limit":
             pair = _ratio(args.rate, "rate")
             if pair is None:
@@ -105,19 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _apply(dsn: str, args: argparse.Namespace) -> QueueSettings:
+    changes = changes_of(args)
     conn = await connect(dsn)
     async with conn:
-        if args.action in ("pause", "resume", "limit"):
-            params: dict[str, Any] = {"queue": args.queue}
-            if args.action == "limit":
-                params["limit"] = _positive(args.n, "n")
-            queries: dict[str, LiteralString] = {
-                "pause": QUERIES["queue_pause"],
-                "resume": QUERIES["queue_resume"],
-                "limit": QUERIES["queue_set_limit"],
-            }
-            cur = await conn.execute(queries[args.action], params)
-            row = await cur.fetchone()
-            assert row is not None
-            return QueueSettings.from_row(row)
-        return await limits.set_queue(conn, args.queue, changes_of(args))
+        return await queues.configure(conn, args.queue, changes)

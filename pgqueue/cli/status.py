@@ -11,68 +11,18 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from datetime import datetime
-from typing import Any, LiteralString, TypeVar
+from typing import Any
 
-import msgspec
 import psycopg
-from psycopg.rows import class_row
 
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.cli.table import format_table
+from pgqueue.db import stats
 from pgqueue.db.pool import connect
-from pgqueue.db.queries import QUERIES
 from pgqueue.errors import InvalidInput
-
-R = TypeVar("R")
+from pgqueue.stats import Overview
 
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
-
-
-class QueueRow(msgspec.Struct, frozen=True):
-    queue: str
-    pending: int
-    due: int
-    running: int
-    completed: int
-    failed: int
-    cancelled: int
-    oldest_due_age_s: float
-    completed_last_minute: int
-    paused: bool
-    concurrency_limit: int | None
-    limits: str | None  # every §12 limit of the queue in one line (queue_stats.limits)
-    open_breakers: list[str]
-
-
-class WorkerRow(msgspec.Struct, frozen=True):
-    id: str
-    host: str
-    pid: int
-    queues: list[str]
-    concurrency: int
-    running_tasks: int
-    heartbeat_age_s: float
-    alive: bool
-
-
-class FailureRow(msgspec.Struct, frozen=True):
-    id: Any
-    queue: str
-    kind: str
-    attempts: int
-    error_type: str | None
-    error_message: str | None
-    exit_code: int | None
-    failed_at: datetime
-
-
-class Snapshot(msgspec.Struct, frozen=True):
-    at: datetime
-    queues: list[QueueRow]
-    workers: list[WorkerRow]
-    failures: list[FailureRow]
-    stalled: int
 
 
 def register(subparsers: Any) -> None:
@@ -97,22 +47,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def snapshot(conn: psycopg.AsyncConnection[Any], failures: int = 10) -> Snapshot:
-    """Everything the view shows, read in one REPEATABLE READ transaction so it adds up."""
-    async with conn.transaction():
-        await conn.execute(QUERIES["stats_set_snapshot"])
-        cur = await conn.execute(QUERIES["clock_now"])
-        row = await cur.fetchone()
-        assert row is not None
-        queues = await _rows(conn, QueueRow, QUERIES["view_queue_stats"], {})
-        workers = await _rows(conn, WorkerRow, QUERIES["view_worker_status"], {})
-        recent = await _rows(conn, FailureRow, QUERIES["view_failed_recent"], {"limit": failures})
-        cur = await conn.execute(QUERIES["view_stalled_count"])
-        stalled = await cur.fetchone()
-    return Snapshot(row[0], queues, workers, recent, int(stalled[0]) if stalled else 0)
-
-
-def render(snap: Snapshot) -> str:
+def render(snap: Overview) -> str:
     """The snapshot as text: three tables under a one-line summary."""
     totals = [sum(getattr(q, f) for q in snap.queues) for f in ("due", "running", "failed")]
     out = [
@@ -137,9 +72,9 @@ def render(snap: Snapshot) -> str:
             ),
             [
                 (
-                    q.queue,
+                    q.name,
                     "PAUSED" if q.paused else "active",
-                    (q.limits or "")
+                    (q.limits_text() or "")
                     + "".join(f", {kind} breaker OPEN" for kind in q.open_breakers),
                     q.due,
                     q.pending,
@@ -199,7 +134,7 @@ async def _watch(dsn: str, args: argparse.Namespace) -> None:
     async with conn:
         while True:
             try:
-                text = render(await snapshot(conn, args.failures))
+                text = render(await stats.overview(conn, args.failures))
             except psycopg.OperationalError as exc:
                 if args.once:
                     raise
@@ -212,17 +147,6 @@ async def _watch(dsn: str, args: argparse.Namespace) -> None:
             sys.stdout.write(_CLEAR + text + "\n")
             sys.stdout.flush()
             await asyncio.sleep(args.interval)
-
-
-async def _rows(
-    conn: psycopg.AsyncConnection[Any],
-    kind: type[R],
-    query: LiteralString,
-    params: dict[str, Any],
-) -> list[R]:
-    cur = conn.cursor(row_factory=class_row(kind))
-    await cur.execute(query, params)
-    return await cur.fetchall()
 
 
 def _one_line(text: str, width: int) -> str:

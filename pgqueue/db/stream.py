@@ -7,16 +7,17 @@ everything) and to bring a resuming subscriber up to date (coverage: its subscri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
 
+from pgqueue.db import tasks as db_tasks
 from pgqueue.db.queries import QUERIES
 from pgqueue.events import EventName
 from pgqueue.stream import Position, Snapshot
-from pgqueue.tasks import Status, TaskId
+from pgqueue.tasks import Status, Task, TaskId
 
 
 class EventRow(msgspec.Struct, frozen=True):
@@ -98,3 +99,8 @@ async def horizon(conn: AsyncConnection[Any]) -> int | None:
     cur = await conn.execute(QUERIES["stream_horizon_get"])
     row = await cur.fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+async def tasks(conn: AsyncConnection[Any], ids: Iterable[TaskId]) -> dict[TaskId, Task]:
+    """The tasks the changes of a read name, by id (a purged one is missing)."""
+    return {t.id: t for t in await db_tasks.get_many(conn, list(ids))}

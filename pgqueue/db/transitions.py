@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue.db import heartbeats
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import task_row
 from pgqueue.errors import NotFound, StaleLease
@@ -64,8 +65,7 @@ async def register_worker(
     False when another token holds that worker id: its leases are not this caller's.
     """
     async with pool.connection() as conn:
-        cur = await conn.execute(QUERIES["worker_heartbeat"], {**worker, "token_id": token_id})
-        return await cur.fetchone() is not None
+        return await heartbeats.beat_worker(conn, worker, token_id)
 
 
 async def dependency_results(

@@ -22,16 +22,14 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db.queries import QUERIES
+from pgqueue import enqueue
+from pgqueue.db import schedules as db
+from pgqueue.db.schedules import DueSchedule
 from pgqueue.errors import Conflict, InvalidInput, NotFound
-from pgqueue.queue import Queue
 from pgqueue.schedules import cron
-from pgqueue.schedules.models import Schedule
 from pgqueue.services.supervisor import supervise
 from pgqueue.settings import Settings
 from pgqueue.tasks import TaskId
@@ -43,12 +41,6 @@ BATCH = 50  # schedules fired per transaction; a pass loops until a batch comes 
 # poll_s (5 s) made the scheduler the largest cost of an idle worker (issue 3: <= 1 query/s).
 # A schedule created by another process within 30 s of its first slot may fire that slot late.
 MAX_SLEEP_S = 30.0
-
-
-class _DueSchedule(Schedule, frozen=True):
-    """A claimed schedule with the clock it was found due by."""
-
-    clock: datetime
 
 
 class _AlreadyFired(Exception):
@@ -66,7 +58,7 @@ async def fire_due_schedules(
     ``target`` is a pool or an autocommit connection. ``now`` exists for tests (and replay):
     it decides which schedules are due and where their clocks move to.
     """
-    settings = settings or Settings.from_env({}, dsn="unused")
+    settings = settings or Settings()  # the defaults: payload size, idempotency TTL
     if isinstance(target, AsyncConnectionPool):
         async with target.connection() as conn:
             return await _fire_all(conn, settings, now)
@@ -85,20 +77,16 @@ async def _fire_all(conn: AsyncConnection[Any], settings: Settings, now: datetim
 async def _fire_batch(
     conn: AsyncConnection[Any], settings: Settings, now: datetime | None
 ) -> tuple[int, int]:
-    # The Queue only validates and inserts here, on our connection: its pool stays closed.
-    queue = Queue(settings=settings, pool=_NO_POOL)
     fired = 0
     async with conn.transaction():
-        cur = conn.cursor(row_factory=class_row(_DueSchedule))
-        await cur.execute(QUERIES["schedule_claim_due"], {"now": now, "limit": BATCH})
-        due = await cur.fetchall()
+        due = await db.claim_due(conn, now, BATCH)
         for schedule in due:
-            if await _fire_one(conn, queue, schedule):
+            if await _fire_one(conn, settings, schedule):
                 fired += 1
     return fired, len(due)
 
 
-async def _fire_one(conn: AsyncConnection[Any], queue: Queue, schedule: _DueSchedule) -> bool:
+async def _fire_one(conn: AsyncConnection[Any], settings: Settings, schedule: DueSchedule) -> bool:
     """Enqueue one schedule's task and advance it; False when the task could not be made."""
     fire_at = schedule.next_fire_at
     try:
@@ -107,33 +95,33 @@ async def _fire_one(conn: AsyncConnection[Any], queue: Queue, schedule: _DueSche
         # The expression or zone became unusable (an edited row, a removed tz entry):
         # pause it rather than retry it on every pass.
         log.exception("schedule %s cannot compute its next fire; pausing it", schedule.name)
-        await conn.execute(QUERIES["schedule_disable"], {"name": schedule.name})
+        await db.disable(conn, schedule.name)
         return False
     task_id = None
     already_fired = False
     try:
         # A savepoint: a task the database refuses must not undo the other fires.
         async with conn.transaction():
-            task_id = await _enqueue_fire(conn, queue, schedule)
+            task_id = await _enqueue_fire(conn, settings, schedule)
     except _AlreadyFired:
         log.info("schedule %s: slot %s already fired", schedule.name, fire_at)
         already_fired = True
-    except (InvalidInput, Conflict, NotFound, psycopg.errors.IntegrityError):
+    except (InvalidInput, Conflict, NotFound):  # db/errors.py translated the refusals
         log.exception("schedule %s: its task for %s was not enqueued", schedule.name, fire_at)
-    await conn.execute(
-        QUERIES["schedule_fired"],
-        {
-            "name": schedule.name,
-            "fire_at": fire_at,
-            "task_id": task_id,
-            "already_fired": already_fired,
-            "next_fire_at": next_fire_at,
-        },
+    await db.fired(
+        conn,
+        schedule.name,
+        fire_at=fire_at,
+        task_id=task_id,
+        already_fired=already_fired,
+        next_fire_at=next_fire_at,
     )
     return task_id is not None
 
 
-async def _enqueue_fire(conn: AsyncConnection[Any], queue: Queue, schedule: _DueSchedule) -> TaskId:
+async def _enqueue_fire(
+    conn: AsyncConnection[Any], settings: Settings, schedule: DueSchedule
+) -> TaskId:
     """Enqueue the task of this fire and record the fire; ``_AlreadyFired`` (rolling the task
     back with the caller's savepoint) when the slot made its task before."""
     template = dict(schedule.task)
@@ -141,12 +129,8 @@ async def _enqueue_fire(conn: AsyncConnection[Any], queue: Queue, schedule: _Due
         **template,
         "tags": [*template.get("tags", []), f"schedule:{schedule.name}"],
     }
-    enqueued = await queue.submit(queue.new_task(fields), conn=conn)
-    cur = await conn.execute(
-        QUERIES["schedule_fire_record"],
-        {"name": schedule.name, "fire_at": schedule.next_fire_at, "task_id": enqueued.task.id},
-    )
-    if await cur.fetchone() is None:
+    enqueued = await enqueue.submit(enqueue.new_task(fields), settings, enqueue.connect(None, conn))
+    if not await db.record_fire(conn, schedule.name, schedule.next_fire_at, enqueued.task.id):
         raise _AlreadyFired
     return enqueued.task.id
 
@@ -173,18 +157,7 @@ async def scheduler_pass(pool: AsyncConnectionPool, settings: Settings) -> float
 
 async def _seconds_to_next(pool: AsyncConnectionPool, cap: float) -> float:
     async with pool.connection() as conn:
-        cur = await conn.execute(QUERIES["schedule_next_due_in"])
-        row = await cur.fetchone()
-    if row is None or row[0] is None:
+        due_in = await db.next_due_in(conn)
+    if due_in is None:
         return cap
-    return min(cap, max(0.05, float(row[0])))
-
-
-class _NoPool:
-    """Stands in for a pool the scheduler's Queue never uses (it is given a connection)."""
-
-    def connection(self) -> Any:
-        raise RuntimeError("the scheduler enqueues on its own connection only")
-
-
-_NO_POOL: Any = _NoPool()
+    return min(cap, max(0.05, due_in))

@@ -8,15 +8,13 @@ never enqueue is refused now, not at 3 a.m. when it fires.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
-from psycopg import AsyncConnection
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db.queries import QUERIES
+from pgqueue.db import clock
+from pgqueue.db import schedules as db
 from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.queue import new_task, validation_field
 from pgqueue.schedules import cron
@@ -55,10 +53,9 @@ class Schedules:
         cron.zone(spec.timezone)
         template = validate_template(spec.task, self.settings.max_payload_bytes)
         async with self.pool.connection() as conn:
-            now = await _now(conn)
-            cur = conn.cursor(row_factory=class_row(Schedule))
-            await cur.execute(
-                QUERIES["schedule_insert"],
+            now = await clock.now(conn)
+            row = await db.insert(
+                conn,
                 {
                     "name": spec.name,
                     "cron": expr,
@@ -68,22 +65,17 @@ class Schedules:
                     "next_fire_at": cron.next_fire(expr, spec.timezone, now),
                 },
             )
-            row = await cur.fetchone()
         if row is None:
             raise Conflict(f"name: a schedule named {spec.name!r} already exists")
         return row
 
     async def list(self) -> list[Schedule]:
         async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Schedule))
-            await cur.execute(QUERIES["schedule_list"])
-            return await cur.fetchall()
+            return await db.list_all(conn)
 
     async def get(self, name: str) -> Schedule:
         async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Schedule))
-            await cur.execute(QUERIES["schedule_get"], {"name": name})
-            row = await cur.fetchone()
+            row = await db.get(conn, name)
         if row is None:
             raise NotFound(f"schedule {name!r} does not exist")
         return row
@@ -93,9 +85,7 @@ class Schedules:
         now: slots missed while it was paused are not fired."""
         patch = _convert(patch, SchedulePatch)
         async with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=class_row(Schedule))
-            await cur.execute(QUERIES["schedule_get_for_update"], {"name": name})
-            old = await cur.fetchone()
+            old = await db.get(conn, name, for_update=True)
             if old is None:
                 raise NotFound(f"schedule {name!r} does not exist")
             expr = cron.validate(patch.cron) if patch.cron is not None else old.cron
@@ -109,9 +99,9 @@ class Schedules:
             enabled = patch.enabled if patch.enabled is not None else old.enabled
             next_fire_at = old.next_fire_at
             if (expr, timezone) != (old.cron, old.timezone) or (enabled and not old.enabled):
-                next_fire_at = cron.next_fire(expr, timezone, await _now(conn))
-            await cur.execute(
-                QUERIES["schedule_update"],
+                next_fire_at = cron.next_fire(expr, timezone, await clock.now(conn))
+            row = await db.update(
+                conn,
                 {
                     "name": name,
                     "cron": expr,
@@ -121,7 +111,6 @@ class Schedules:
                     "next_fire_at": next_fire_at,
                 },
             )
-            row = await cur.fetchone()
         assert row is not None  # locked above
         return row
 
@@ -133,17 +122,9 @@ class Schedules:
 
     async def delete(self, name: str) -> None:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(QUERIES["schedule_delete"], {"name": name})
-            if await cur.fetchone() is None:
-                raise NotFound(f"schedule {name!r} does not exist")
-
-
-async def _now(conn: AsyncConnection[Any]) -> datetime:
-    cur = await conn.execute(QUERIES["clock_now"])
-    row = await cur.fetchone()
-    assert row is not None
-    now: datetime = row[0]
-    return now
+            deleted = await db.delete(conn, name)
+        if not deleted:
+            raise NotFound(f"schedule {name!r} does not exist")
 
 
 def _convert(value: T | dict[str, Any], kind: type[T]) -> T:

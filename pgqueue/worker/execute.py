@@ -25,6 +25,7 @@ from pgqueue.outcomes import (
     Retry,
     WaitForSignal,
     Waiting,
+    unrecordable,
 )
 from pgqueue.tasks import Task, check_result_size
 from pgqueue.worker.context import Context, Reporter
@@ -67,12 +68,6 @@ async def execute(
     return outcome, ctx
 
 
-def _unrecordable(exc: Exception, ctx: Context) -> Failed:
-    """An outcome the database would refuse, recorded once as a permanent failure instead."""
-    error = {"type": "unrecordable_outcome", "message": str(exc), "retryable": False}
-    return Failed(error=error, retryable=False, usage=ctx.usage, exit_code=ctx.exit_code)
-
-
 async def _attempt(
     task: Task,
     handler: Handler,
@@ -92,11 +87,13 @@ async def _attempt(
             else:
                 result = await asyncio.to_thread(handler.fn, ctx, payload)
         encoded = msgspec.json.encode(result)  # unstorable: the handler's bug, say so now
+        completed = Completed(result=result, usage=ctx.usage, exit_code=ctx.exit_code)
         try:
             check_result_size(len(encoded), max_result_bytes)
-        except PayloadTooLarge as exc:
-            return _unrecordable(exc, ctx), ctx
-        return Completed(result=result, usage=ctx.usage, exit_code=ctx.exit_code), ctx
+        except PayloadTooLarge as exc:  # recorded once as a permanent failure instead
+            return unrecordable(completed, str(exc), exit_code=ctx.exit_code), ctx
+        else:
+            return completed, ctx
     except TimeoutError as exc:
         error = error_info(exc, retryable=True, kind="timeout")
         error["message"] = f"attempt exceeded its timeout of {timeout_s}s"

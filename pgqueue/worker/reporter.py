@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.db import transitions
-from pgqueue.db.queries import QUERIES
-from pgqueue.errors import StaleLease
+from pgqueue.db import heartbeats, transitions
 from pgqueue.queue import Queue, new_task
 from pgqueue.tasks import Task
 
@@ -26,14 +24,14 @@ class DatabaseReporter:
         self._queue = queue
 
     async def progress(self, task: Task, progress: dict[str, Any]) -> bool:
-        return await self._update(
-            "task_progress", task, {"progress": msgspec.json.encode(progress).decode()}
-        )
+        async with self._pool.connection() as conn:
+            return await heartbeats.progress(conn, task, msgspec.json.encode(progress).decode())
 
     async def checkpoint(self, task: Task, token: str, data: Any) -> bool:
-        return await self._update(
-            "task_checkpoint", task, {"token": token, "data": msgspec.json.encode(data).decode()}
-        )
+        async with self._pool.connection() as conn:
+            return await heartbeats.checkpoint(
+                conn, task, token, msgspec.json.encode(data).decode()
+            )
 
     async def enqueue_child(
         self, task: Task, kind: str, payload: Any, fields: dict[str, Any]
@@ -57,15 +55,6 @@ class DatabaseReporter:
     async def signal_payload(self, task: Task, name: str) -> tuple[bool, Any]:
         found = (await transitions.signal_payload(self._pool, [task.id], name)).get(task.id, {})
         return (name in found, found.get(name))
-
-    async def _update(self, query: str, task: Task, params: dict[str, Any]) -> bool:
-        fence = {"id": task.id, "attempt": task.attempts, "worker_id": task.worker_id}
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(QUERIES[query], {**params, **fence})
-            row = await cur.fetchone()
-        if row is None:
-            raise StaleLease(f"task {task.id}: attempt {task.attempts} is no longer this worker's")
-        return bool(row[0])
 
 
 class HttpReporter:

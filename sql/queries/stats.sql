@@ -42,10 +42,14 @@ SELECT t.queue AS name, t.pending, t.running, t.completed, t.failed, t.cancelled
  ORDER BY t.queue;
 
 -- name: stats_workers
--- Live workers (local and remote) with the age of their last heartbeat.
-SELECT id, host, pid, queues, kinds, concurrency, running, started_at, heartbeat_at,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s
-  FROM pgqueue.workers ORDER BY id;
+-- Workers with a heartbeat row (local and remote), the age of their last heartbeat, the
+-- tasks they run by the tasks table and whether they are alive, both from the operator view
+-- (GET /workers and `pgqueue status` show the same rows; WorkerStatus).
+SELECT w.id, w.host, w.pid, w.queues, w.kinds, w.concurrency, w.running, w.started_at,
+       w.heartbeat_at, extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age_s,
+       s.running_tasks, s.alive
+  FROM pgqueue.workers w JOIN pgqueue.worker_status s ON s.id = w.id
+ ORDER BY w.id;
 
 -- name: stats_usage_by_user
 -- Task counts and summed usage per owner; %(user_id)s (when not NULL) limits it to one owner.

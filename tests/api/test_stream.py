@@ -17,6 +17,7 @@ import pytest
 import websockets
 
 from pgqueue.api.auth import Principal, Role
+from pgqueue.stream import StateMessage, TaskMessage
 from tests.api.conftest import Api, serving
 from tests.helpers import wait_for
 
@@ -57,8 +58,9 @@ async def test_task_subscription_state_first_then_ordered_events(
     async with api.client(api.tokens.alice) as client:
         stream = client.stream(task_ids=[task["id"]])
         first = await asyncio.wait_for(anext(stream), 15)
-        assert first.type if hasattr(first, "type") else True
-        assert type(first).__name__ == "StateMessage" and first.task.status == "pending"
+        assert isinstance(first, StateMessage), first
+        assert first.task.status == "pending"
+        assert str(first.task.id) == task["id"]
         [c] = (
             await worker.post("/tasks/claim", json={"worker_id": "w", "queues": ["default"]})
         ).json()
@@ -72,6 +74,7 @@ async def test_task_subscription_state_first_then_ordered_events(
             message = await asyncio.wait_for(anext(stream), 15)
             events.append(message)
         await stream.aclose()
+    assert all(isinstance(m, TaskMessage) for m in events), events
     assert [m.event for m in events] == ["started", "progress", "completed"]
     assert events[0].task.status == "running"
     assert events[1].task.progress == {"percent": 40}

@@ -243,6 +243,8 @@ async def test_workers_queues_stats(
     [w] = [w for w in workers if w["id"] == "w-stats"]
     assert w["host"] == "box" and w["pid"] == 42 and w["concurrency"] == 4
     assert w["heartbeat_age_s"] >= 0
+    # The row `pgqueue status` prints too: the tasks it runs by the table, and liveness.
+    assert w["running_tasks"] == 0 and w["alive"] is True
     queues = {q["name"]: q for q in (await admin.get("/queues")).json()}
     assert queues["default"]["completed"] == 1 and queues["default"]["pending"] == 1
     assert queues["default"]["due"] == 1 and queues["default"]["completed_last_minute"] == 1

@@ -196,6 +196,25 @@ async def test_enqueue_many_is_all_or_nothing(queue: Queue) -> None:
     assert (await queue.list()).items == []
 
 
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_value_the_database_refuses_is_invalid_input_not_a_driver_error(
+    queue: Queue, many: bool
+) -> None:
+    """Valid JSON that jsonb refuses: ``Queue`` callers get ``InvalidInput`` (what HTTP
+    reports as a 400), never a raw psycopg error (db/errors.py translates it)."""
+
+    async def refused() -> object:
+        if many:
+            return await queue.enqueue_many([{"kind": "ok", "payload": "a\u0000b"}])
+        return await queue.enqueue("ok", "a\u0000b")
+
+    with pytest.raises(InvalidInput) as caught:
+        await refused()
+    assert not isinstance(caught.value, psycopg.Error)
+    assert isinstance(caught.value.__cause__, psycopg.errors.DataError)
+    assert (await queue.list()).items == []
+
+
 async def test_plain_sql_insert_and_enqueue_function(
     queue: Queue, conn: psycopg.AsyncConnection[Any]
 ) -> None:
