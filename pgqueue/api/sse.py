@@ -25,9 +25,9 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
 from pgqueue.api.auth import Principal
-from pgqueue.api.schemas import StreamOp
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.api.stream import Hub
+from pgqueue.api.stream.incoming import StreamOp
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.jsonvalue import is_object
 from pgqueue.stream import Position
