@@ -27,6 +27,7 @@ from pgqueue.api.errors import EXCEPTION_HANDLERS
 from pgqueue.api.health import HealthController
 from pgqueue.api.metrics import Metrics
 from pgqueue.api.queues import QueuesController
+from pgqueue.api.reports import ReportsController
 from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
 from pgqueue.api.sse import queue_stream, task_stream
@@ -93,6 +94,7 @@ def create_app(
             WhyController,
             UsersController,
             WorkersController,
+            ReportsController,
             QueuesController,
             SchedulesController,
             HealthController,
