@@ -15,7 +15,6 @@ from pgqueue.tasks import (
     BackoffSeconds,
     NewTask,
     QueueName,
-    TaskId,
     UsageCost,
     UsageTokens,
 )
@@ -30,17 +29,17 @@ WorkerName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class _Input(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Input(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every request body: unknown fields are an error."""
 
 
-class Batch(_Input, frozen=True):
+class Batch(Input, frozen=True):
     """``POST /tasks/batch``: up to 10,000 tasks, enqueued in one transaction."""
 
     tasks: Annotated[list[NewTask], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class UsageIn(_Input, frozen=True):
+class UsageIn(Input, frozen=True):
     """Tokens and cost of this attempt (added to the task's totals), bounded as
     ``pgqueue.tasks.Usage`` is: tokens <= 10^12, cost <= 10^9 per report (SPEC §2)."""
 
@@ -49,18 +48,18 @@ class UsageIn(_Input, frozen=True):
     cost: UsageCost = 0.0
 
 
-class ProgressIn(_Input, frozen=True):
+class ProgressIn(Input, frozen=True):
     percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
     message: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
     data: Any = None
 
 
-class CheckpointIn(_Input, frozen=True):
+class CheckpointIn(Input, frozen=True):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     data: Any = None
 
 
-class Claim(_Input, frozen=True):
+class Claim(Input, frozen=True):
     """``POST /tasks/claim``: what a remote worker asks for. ``kinds`` null: any kind."""
 
     worker_id: WorkerName
@@ -80,14 +79,14 @@ SignalName = Annotated[
 ]
 
 
-class SignalIn(_Input, frozen=True):
+class SignalIn(Input, frozen=True):
     """``POST /tasks/{id}/signal`` (SPEC §11)."""
 
     name: SignalName
     payload: Any = None
 
 
-class WaitIn(_Input, frozen=True):
+class WaitIn(Input, frozen=True):
     """``POST /tasks/{id}/wait``: a remote worker ends the attempt as a wait (SPEC §11)."""
 
     lease: Lease
@@ -96,27 +95,27 @@ class WaitIn(_Input, frozen=True):
     usage: UsageIn | None = None
 
 
-class Heartbeat(_Input, frozen=True):
+class Heartbeat(Input, frozen=True):
     lease: Lease
     progress: ProgressIn | None = None
     checkpoint: CheckpointIn | None = None
     usage: UsageIn | None = None
 
 
-class Complete(_Input, frozen=True):
+class Complete(Input, frozen=True):
     lease: Lease
     result: Any = None
     usage: UsageIn | None = None
     exit_code: int | None = None
 
 
-class ErrorIn(_Input, frozen=True):
+class ErrorIn(Input, frozen=True):
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     message: Annotated[str, msgspec.Meta(max_length=100_000)]
     traceback: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
 
 
-class Fail(_Input, frozen=True):
+class Fail(Input, frozen=True):
     """A failed attempt. (Deprecated, still accepted for one release: ``error.type ==
     "cancelled"`` records a cancel the worker obeyed; send ``POST /tasks/{id}/cancelled``.)"""
 
@@ -131,21 +130,21 @@ class Fail(_Input, frozen=True):
     backoff_max_s: BackoffSeconds | None = None
 
 
-class Release(_Input, frozen=True):
+class Release(Input, frozen=True):
     """Graceful shutdown of a remote worker: hand the task back without spending an attempt."""
 
     lease: Lease
     usage: UsageIn | None = None
 
 
-class CancelObeyed(_Input, frozen=True):
+class CancelObeyed(Input, frozen=True):
     """The worker stopped the handler because the task's cancel was requested."""
 
     lease: Lease
     usage: UsageIn | None = None
 
 
-class QueueSettingsPatch(_Input, frozen=True):
+class QueueSettingsPatch(Input, frozen=True):
     """``PATCH /queues/{name}``: pause/resume, a concurrency limit, and the §12 limits; null
     removes a limit, an absent field leaves it as it is."""
 
@@ -171,24 +170,3 @@ class Health(msgspec.Struct, frozen=True):
     detail: str | None = None
     schema_version: int | None = None
     latest_version: int | None = None
-
-
-# -- WebSocket (SPEC §5) ---------------------------------------------------------------
-
-
-class StreamOp(_Input, frozen=True):
-    """A client message: ``{"op": "subscribe"|"unsubscribe", "task_ids"|"queues"|"all"}``."""
-
-    op: Annotated[str, msgspec.Meta(pattern="^(subscribe|unsubscribe|ping)$")]
-    # The per-connection bounds of SPEC §5 (pgqueue.api.stream.MAX_TASK_IDS, MAX_QUEUES):
-    # an op longer than a connection may hold is refused while it is decoded.
-    task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=1_000)] = msgspec.field(
-        default_factory=list
-    )
-    queues: Annotated[list[QueueName], msgspec.Meta(max_length=100)] = msgspec.field(
-        default_factory=list
-    )
-    all: bool = False
-    # Resume (SPEC §5): the ``event_id`` of the last change received; the server first sends
-    # every covered change after it. Only on a connection's first subscribe.
-    since: Annotated[str, msgspec.Meta(max_length=4096)] | None = None

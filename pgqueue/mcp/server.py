@@ -9,6 +9,7 @@ names the offending field, so the model can correct its call.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -41,6 +42,64 @@ async def _call(awaitable: Any) -> Any:
         return _plain(await awaitable)
     except PgQueueError as exc:
         raise ToolError(str(exc)) from None
+
+
+def _given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The optional arguments the model gave (None: left out, the API's default applies)."""
+    return {name: value for name, value in arguments.items() if value is not None}
+
+
+def _seconds(value: float) -> float:
+    """A wait the model asked for, within 0..MAX_WAIT_S."""
+    return min(max(value, 0.0), MAX_WAIT_S)
+
+
+# The tools that take a task id and nothing else: name, description, the API call.
+_BY_ID: tuple[tuple[str, str, Callable[[Client, str], Awaitable[Any]]], ...] = (
+    (
+        "get_task",
+        "Get a task by id: its `status`, `progress` ({percent, message}), `result` once "
+        "completed, `error` once failed, `attempts`, timestamps. Does not wait.",
+        Client.get,
+    ),
+    (
+        "cancel_task",
+        "Cancel a task. A pending, blocked or waiting task is cancelled at once; a running "
+        "one is asked to stop (`cancel_requested`) and ends cancelled. A finished task "
+        "cannot be cancelled (error). Returns the task.",
+        Client.cancel,
+    ),
+    (
+        "retry_task",
+        "Put a failed or cancelled task back to pending for one more attempt (its "
+        "checkpoint is kept). Any other status is an error. Returns the task.",
+        Client.retry,
+    ),
+    (
+        "why_task",
+        "Explain why a task is not running: `reasons`, each with a `code` (scheduled, "
+        "blocked, waiting_signal, queue_paused, concurrency_limit, per_user_limit, "
+        "rate_limited, budget_exhausted, circuit_open, no_worker, backlog) and a human "
+        "`detail`. A running or finished task has no reasons.",
+        Client.why,
+    ),
+)
+
+
+def _add_by_id(
+    server: MCPServer,
+    client: Client,
+    name: str,
+    description: str,
+    call: Callable[[Client, str], Awaitable[Any]],
+) -> None:
+    """Register a tool ``name(task_id)`` answering with ``call(client, task_id)``."""
+
+    async def tool(task_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await _call(call(client, task_id))
+        return answer
+
+    server.add_tool(tool, name=name, description=description)
 
 
 def build(client: Client) -> MCPServer:
@@ -84,19 +143,10 @@ def build(client: Client) -> MCPServer:
             "parent_id": parent_id,
             "depends_on": depends_on,
         }
-        given = {name: value for name, value in fields.items() if value is not None}
-        wait = None if wait_s is None else min(max(wait_s, 0.0), MAX_WAIT_S)
-        task: dict[str, Any] = await _call(client.submit(kind, payload, wait_s=wait, **given))
-        return task
-
-    @server.tool(
-        description=(
-            "Get a task by id: its `status`, `progress` ({percent, message}), `result` once "
-            "completed, `error` once failed, `attempts`, timestamps. Does not wait."
+        wait = None if wait_s is None else _seconds(wait_s)
+        task: dict[str, Any] = await _call(
+            client.submit(kind, payload, wait_s=wait, **_given(fields))
         )
-    )
-    async def get_task(task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = await _call(client.get(task_id))
         return task
 
     @server.tool(
@@ -107,8 +157,7 @@ def build(client: Client) -> MCPServer:
         )
     )
     async def wait_task(task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        timeout = min(max(timeout_s, 0.0), MAX_WAIT_S)
-        task: dict[str, Any] = await _call(client.wait(task_id, timeout_s=timeout))
+        task: dict[str, Any] = await _call(client.wait(task_id, timeout_s=_seconds(timeout_s)))
         return task
 
     @server.tool(
@@ -128,32 +177,13 @@ def build(client: Client) -> MCPServer:
         limit: int = 20,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        filters = {"status": status, "queue": queue, "kind": kind, "tag": tag}
-        filters["parent_id"] = parent_id
-        given = {name: value for name, value in filters.items() if value is not None}
-        page: dict[str, Any] = await _call(client.list(limit=limit, cursor=cursor, **given))
+        filters = {
+            "status": status, "queue": queue, "kind": kind, "tag": tag, "parent_id": parent_id
+        }  # fmt: skip
+        page: dict[str, Any] = await _call(
+            client.list(limit=limit, cursor=cursor, **_given(filters))
+        )
         return page
-
-    @server.tool(
-        description=(
-            "Cancel a task. A pending, blocked or waiting task is cancelled at once; a running "
-            "one is asked to stop (`cancel_requested`) and ends cancelled. A finished task "
-            "cannot be cancelled (error). Returns the task."
-        )
-    )
-    async def cancel_task(task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = await _call(client.cancel(task_id))
-        return task
-
-    @server.tool(
-        description=(
-            "Put a failed or cancelled task back to pending for one more attempt (its "
-            "checkpoint is kept). Any other status is an error. Returns the task."
-        )
-    )
-    async def retry_task(task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = await _call(client.retry(task_id))
-        return task
 
     @server.tool(
         description=(
@@ -168,18 +198,8 @@ def build(client: Client) -> MCPServer:
         task: dict[str, Any] = await _call(client.signal(task_id, name, payload))
         return task
 
-    @server.tool(
-        description=(
-            "Explain why a task is not running: `reasons`, each with a `code` (scheduled, "
-            "blocked, waiting_signal, queue_paused, concurrency_limit, per_user_limit, "
-            "rate_limited, budget_exhausted, circuit_open, no_worker, backlog) and a human "
-            "`detail`. A running or finished task has no reasons."
-        )
-    )
-    async def why_task(task_id: str) -> dict[str, Any]:
-        why: dict[str, Any] = await _call(client.why(task_id))
-        return why
-
+    for name, description, call in _BY_ID:
+        _add_by_id(server, client, name, description, call)
     return server
 
 
