@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from types import FrameType
 
 from litestar import Litestar
@@ -27,6 +27,7 @@ from pgqueue.api.errors import EXCEPTION_HANDLERS
 from pgqueue.api.health import HealthController
 from pgqueue.api.metrics import Metrics
 from pgqueue.api.queues import QueuesController
+from pgqueue.api.reports import ReportsController
 from pgqueue.api.schedules import SchedulesController
 from pgqueue.api.services import Services, provide_principal, provide_services
 from pgqueue.api.sse import queue_stream, task_stream
@@ -60,7 +61,7 @@ def create_app(
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         pool = create_pool(settings.dsn, min_size=2, max_size=settings.pool_size)
         await pool.open(wait=True)
         listener = Listener(settings.listen_target, [EVENTS, WAKEUP])
@@ -93,6 +94,7 @@ def create_app(
             WhyController,
             UsersController,
             WorkersController,
+            ReportsController,
             QueuesController,
             SchedulesController,
             HealthController,
