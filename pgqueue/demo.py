@@ -6,10 +6,11 @@ Try: ``pgqueue enqueue demo.agent '{"goal": "write a haiku", "steps": 5}'``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
+from pgqueue.jsonvalue import is_object
 from pgqueue.outcomes import Permanent
 from pgqueue.worker.context import Context
 from pgqueue.worker.handlers import App
@@ -44,7 +45,6 @@ async def agent(ctx: Context, payload: AgentPayload) -> dict[str, Any]:
 @app.task("demo.fail", max_retries=2)
 async def fail(ctx: Context, payload: Any) -> None:
     """Fails: retried with backoff, or for good with {"permanent": true}."""
-    # A JSON object decodes to a dict with str keys.
-    if isinstance(payload, dict) and cast("dict[str, Any]", payload).get("permanent"):
+    if is_object(payload) and payload.get("permanent"):
         raise Permanent("asked to fail for good")
     raise RuntimeError(f"attempt {ctx.attempt} failed on purpose")

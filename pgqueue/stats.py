@@ -32,7 +32,7 @@ class QueueStats(msgspec.Struct, frozen=True):
     per_user_concurrency: int | None = None
     fair: bool = False
     circuit_breaker: CircuitBreaker | None = None
-    open_breakers: list[str] = msgspec.field(default_factory=list)
+    open_breakers: list[str] = []
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> QueueStats:
@@ -54,7 +54,7 @@ class QueueStats(msgspec.Struct, frozen=True):
     def limits_text(self) -> str | None:
         """Every limit in one line, as the ``limits`` column of ``pgqueue.queue_stats`` shows
         it to psql users (numbers as PostgreSQL prints them); None when there is none."""
-        parts = []
+        parts: list[str] = []
         if self.concurrency_limit is not None:
             parts.append(f"concurrency {self.concurrency_limit}")
         if self.rate_limit is not None:

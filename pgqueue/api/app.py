@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from types import FrameType
 
 from litestar import Litestar
@@ -61,7 +61,7 @@ def create_app(
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         pool = create_pool(settings.dsn, min_size=2, max_size=settings.pool_size)
         await pool.open(wait=True)
         listener = Listener(settings.listen_target, [EVENTS, WAKEUP])

@@ -13,7 +13,8 @@ limit cannot nest deeper than it (two ``bytes.count`` calls); only other bodies 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 from litestar import Request
 from litestar.exceptions import InternalServerException
@@ -42,11 +43,11 @@ _PATH_SHOWN = 6
 
 
 def _too_deep(value: Any, budget: int) -> list[str | int] | None:
-    items: Any
+    items: Iterable[tuple[str | int, Any]]
     if type(value) is dict:
-        items = value.items()
+        items = cast("dict[str, Any]", value).items()  # decoded JSON: str keys
     elif type(value) is list:
-        items = enumerate(value)
+        items = enumerate(cast("list[object]", value))
     else:
         return None
     if budget == 0:

@@ -8,6 +8,7 @@ errors caused by a value (out of range, unstorable text) are 400s too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response
@@ -17,11 +18,11 @@ from litestar.status_codes import (
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
-from litestar.types import ExceptionHandlersMap
 from psycopg import errors as pg_errors
 
 from pgqueue.errors import PgQueueError
 from pgqueue.http_errors import ErrorBody, status_of
+from pgqueue.jsonvalue import is_object
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     parts: list[str] = []
     extra = exc.extra if isinstance(exc.extra, list) else [exc.extra] if exc.extra else []
     for item in extra:
-        if isinstance(item, dict):
+        if is_object(item):
             key = item.get("key")
             message = item.get("message", "")
             source = item.get("source")
@@ -75,7 +76,9 @@ def _database(_: Request[Any, Any, Any], exc: pg_errors.Error) -> Response[Error
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "database error", type(exc).__name__)
 
 
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+# Litestar's own ExceptionHandlersMap leaves Request's and the exception's types open.
+Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
+EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     PgQueueError: _domain,
     ValidationException: _validation,
     HTTPException: _http,

@@ -142,7 +142,8 @@ class TaskStats(Collector):
         ):
             family = HistogramMetricFamily(name, doc, labels=["queue", "kind"])
             for key, buckets in sorted(counts.items()):
-                cumulative, seen = [], 0
+                cumulative: list[tuple[str, float]] = []
+                seen = 0
                 for bound, n in zip(TASK_BUCKETS, buckets, strict=False):
                     seen += n
                     cumulative.append((_bound(bound), seen))

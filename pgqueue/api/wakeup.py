@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 from litestar.types import Receive
@@ -50,7 +50,7 @@ class LongPolls:
         self.draining = False
 
     @contextlib.asynccontextmanager
-    async def hold(self, receive: Receive) -> AsyncIterator[Hold]:
+    async def hold(self, receive: Receive) -> AsyncGenerator[Hold, None]:
         """A ``Hold`` for one long-poll. ``receive`` is the request's ASGI receive; its body
         must have been read already."""
         hold = Hold()
@@ -110,7 +110,7 @@ class WakeupBoard:
         listener.on_reconnect(self._wake_all)
 
     @contextlib.contextmanager
-    def watch(self, queues: list[str]) -> Iterator[asyncio.Event]:
+    def watch(self, queues: list[str]) -> Generator[asyncio.Event, None, None]:
         event = asyncio.Event()
         self._waiters[event] = frozenset(queues)
         try:

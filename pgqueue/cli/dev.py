@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
         data = Path(settings.data_dir).resolve()
         print(f"pgqueue dev: starting an embedded PostgreSQL, data in {data}", flush=True)
-        settings = Settings.from_env(**{**_as_dict(settings), "dsn": embedded_dsn(data / "pg")})
+        overrides = {**_as_dict(settings), "dsn": embedded_dsn(data / "pg")}
+        settings = Settings.from_env(None, **overrides)
     asyncio.run(_dev(settings, args))
     return 0
 
@@ -102,7 +103,7 @@ class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: `dev` stops everything together."""
 
     @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
+    def capture_signals(self) -> Generator[None, None, None]:
         yield
 
 

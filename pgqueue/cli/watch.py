@@ -26,6 +26,7 @@ import msgspec
 from pgqueue.cli.options import add_settings_flags, settings_from_args
 from pgqueue.db.events import task_events_after
 from pgqueue.errors import InvalidInput
+from pgqueue.jsonvalue import is_object
 from pgqueue.queue import Queue
 from pgqueue.tasks import Event, Status, Task, TaskId
 
@@ -73,8 +74,8 @@ async def follow(
     queue: Queue, task_id: TaskId, *, timeout_s: float | None = None, out: TextIO | None = None
 ) -> Task:
     """Show the task's progress until it is terminal or ``timeout_s`` passed; return it."""
-    out = out or sys.stderr
-    display: Display = Bar(out) if out.isatty() else Lines(out)
+    stream: TextIO = out or sys.stderr
+    display: Display = Bar(stream) if stream.isatty() else Lines(stream)
     watcher = await queue.watcher()
     loop = asyncio.get_running_loop()
     deadline = math.inf if timeout_s is None else loop.time() + timeout_s
@@ -143,12 +144,14 @@ class Lines(Display):
             self.out.write(f"task {task.id} ({task.kind} on {task.queue}): {task.status}\n")
         for event in events:
             line = f"{event.at:%H:%M:%S} {event.event} ({event.status}, attempt {event.attempt})"
-            if event.event == "progress" and isinstance(event.data, dict):
-                percent = event.data.get("percent")
+            data = event.data
+            if event.event == "progress" and is_object(data):
+                percent = data.get("percent")
                 if isinstance(percent, int | float):
                     line += f" {percent:.0f}%"
-                if isinstance(event.data.get("message"), str):
-                    line += f" {printable(event.data['message'])}"
+                message = data.get("message")
+                if isinstance(message, str):
+                    line += f" {printable(message)}"
             self.out.write(line + "\n")
         self.out.flush()
 

@@ -9,7 +9,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -80,7 +80,7 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, **app_options: Any) -> AsyncIterator[str]:
+async def serving(settings: Settings, **app_options: Any) -> AsyncGenerator[str, None]:
     """uvicorn serving create_app(settings) in this event loop; yields the base URL."""
     sock = free_socket()
     port = sock.getsockname()[1]

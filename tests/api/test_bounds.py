@@ -5,7 +5,7 @@ overflow into an error, and a result too large to record fails the same way ever
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, LiteralString
 
 import httpx
 import psycopg
@@ -101,13 +101,14 @@ async def test_backoff_from_a_remote_worker_or_a_handler_is_bounded(
 async def test_the_schema_refuses_out_of_range_backoff_and_timeout(dsn: str) -> None:
     """psql users are held to the same bounds (CHECKs of migration 0006)."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        for column, value in [
+        refused: list[tuple[LiteralString, LiteralString]] = [
             ("backoff_base_s", "1e308"),
             ("backoff_max_s", "86401"),
             ("backoff_max_s", "'NaN'"),
             ("backoff_base_s", "'Infinity'"),
             ("timeout_s", "604801"),
-        ]:
+        ]
+        for column, value in refused:
             with pytest.raises(psycopg.errors.CheckViolation):
                 await conn.execute(
                     f"INSERT INTO pgqueue.tasks (kind, {column}) VALUES ('k', {value})"
@@ -126,7 +127,8 @@ async def test_usage_reports_are_bounded_over_http(
         {"input_tokens": 10**12 + 1},
         {"output_tokens": 2**63},
     ):
-        for path, extra in (("heartbeat", {}), ("complete", {})):
+        reports: list[tuple[str, dict[str, Any]]] = [("heartbeat", {}), ("complete", {})]
+        for path, extra in reports:
             r = await worker.post(
                 f"{url}/{path}", json={"lease": c["lease"], "usage": usage, **extra}
             )

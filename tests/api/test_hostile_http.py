@@ -187,7 +187,8 @@ async def test_query_token_only_on_websocket_and_sse_routes(api: Api) -> None:
             assert r.status_code == 401, (path, r.text)
     async with ws_connect(f"{api.ws_url}?token={api.tokens.alice}") as ws:
         await ws.send('{"op": "subscribe", "all": true}')
-        assert "subscribed" in await asyncio.wait_for(ws.recv(), 10)
+        reply = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(reply, str) and "subscribed" in reply
 
 
 # -- body size (PGQUEUE_MAX_BODY_BYTES) ------------------------------------------------------

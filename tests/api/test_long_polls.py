@@ -81,7 +81,7 @@ async def test_abandoned_long_polls_end_and_leave_the_database_idle(
     port = int(api.url.rsplit(":", 1)[1])
     idle = await commits_per_s(dsn)
     head = f"Host: x\r\nAuthorization: Bearer {api.tokens.alice}\r\n"
-    polls = []
+    polls: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     for i in range(500):
         # half wait on one task, half on one each
         path = f"/tasks/{task['id'] if i % 2 else made[i // 2]}?wait=300"

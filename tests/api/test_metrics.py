@@ -1,6 +1,9 @@
 """``GET /metrics`` (SPEC §4, §15): a snapshot at most 5 s old whatever the scrape rate, an
 optional bearer token, and the task histograms and outcome counters from the audit trail."""
 
+# pyright: reportPrivateUsage=false
+# (the capping and gap rules are pinned on TaskStats' own helpers, not through a scrape)
+
 from __future__ import annotations
 
 import asyncio

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 
@@ -42,13 +44,14 @@ async def test_schedule_errors(admin: httpx.AsyncClient, alice: httpx.AsyncClien
     r = await admin.post("/schedules", json=good)
     assert r.status_code == 409 and "s1" in r.json()["detail"]
 
-    for change, field in [
+    invalid: list[tuple[dict[str, Any], str]] = [
         ({"cron": "every day"}, "cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"task": {"kind": "k", "priority": 5000}}, "priority"),
         ({"task": {"payload": {}}}, "kind"),
         ({"surprise": 1}, "surprise"),
-    ]:
+    ]
+    for change, field in invalid:
         r = await admin.post("/schedules", json={**good, "name": "s2", **change})
         assert r.status_code == 400, (change, r.text)
         assert field in r.json()["detail"], (change, r.json())

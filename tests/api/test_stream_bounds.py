@@ -48,7 +48,7 @@ async def send_op(ws: Any, **op: Any) -> dict[str, Any]:
 
 async def read_until_closed(ws: Any, timeout: float = 30) -> tuple[int | None, list[Any]]:
     """Read until the server closes: its close code and the messages before it."""
-    messages = []
+    messages: list[Any] = []
     try:
         while True:
             messages.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
@@ -211,7 +211,7 @@ async def test_unknown_id_flood_does_not_slow_enqueue_for_others(
     ) as bob:
 
         async def enqueue_latencies(n: int) -> list[float]:
-            times = []
+            times: list[float] = []
             for _ in range(n):
                 started = time.perf_counter()
                 assert (await bob.post("/tasks", json={"kind": "k"})).status_code == 201

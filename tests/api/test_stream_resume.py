@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -104,7 +105,8 @@ class Client:
 @pytest.fixture
 def servers(api_settings: Settings, tokens: Tokens, processes: list[Any]) -> Iterator[list[str]]:
     """Two ``pgqueue serve`` processes; their logs are printed after the test."""
-    urls, started = [], []
+    urls: list[str] = []
+    started: list[subprocess.Popen[bytes]] = []
     for _ in range(2):
         port = free_port()
         started.append(serve_process(api_settings, port))

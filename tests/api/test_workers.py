@@ -197,7 +197,14 @@ async def test_claim_by_kinds_and_bounds(
     await alice.post("/tasks", json={"kind": "b"})
     got = await claim(worker, kinds=["b"], limit=5)
     assert [t["kind"] for t in got] == ["b"]
-    for body in ({"limit": 0}, {"limit": 101}, {"wait_s": 31}, {"queues": []}, {"extra": 1}):
+    refused: list[dict[str, Any]] = [
+        {"limit": 0},
+        {"limit": 101},
+        {"wait_s": 31},
+        {"queues": []},
+        {"extra": 1},
+    ]
+    for body in refused:
         r = await worker.post(
             "/tasks/claim", json={"worker_id": "w", "queues": ["default"], **body}
         )

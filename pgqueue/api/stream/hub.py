@@ -175,10 +175,11 @@ class Hub:
             # (whether or not the router has read it yet) and none from before.
             async with self._pool.connection() as conn:
                 since = Position.at(await db_stream.snapshot(conn))
-        accepted = new_ids
+        accepted: list[TaskId] = new_ids
         if new_ids:
             found = await fetch_tasks(self._pool, new_ids)
-            accepted, missing = [], []
+            accepted = []
+            missing: list[TaskId] = []
             for tid in new_ids:
                 task = found.get(tid)
                 if task is None or not sub.principal.may_read(task.user_id):

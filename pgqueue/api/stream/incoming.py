@@ -18,11 +18,12 @@ class StreamOp(Input, frozen=True):
     op: Annotated[str, msgspec.Meta(pattern="^(subscribe|unsubscribe|ping)$")]
     # The per-connection bounds of SPEC §5 (``subscriber.MAX_TASK_IDS``, ``MAX_QUEUES``):
     # an op longer than a connection may hold is refused while it is decoded.
+    # (decoded only, so typed factories change no encoding)
     task_ids: Annotated[list[TaskId], msgspec.Meta(max_length=1_000)] = msgspec.field(
-        default_factory=list
+        default_factory=list[TaskId]
     )
     queues: Annotated[list[QueueName], msgspec.Meta(max_length=100)] = msgspec.field(
-        default_factory=list
+        default_factory=list[QueueName]
     )
     all: bool = False
     # Resume (SPEC §5): the ``event_id`` of the last change received; the server first sends

@@ -169,8 +169,8 @@ class Router:
                 request.done.set_result(None)
         if not (must_read or self._worth_reading(items)):
             return
-        while self.position is not None:
-            read_from, cold = self.position, self._cold
+        while (read_from := self._tail_position()) is not None:
+            cold = self._cold
             async with self._pool.connection() as conn:
                 read = await db_stream.replay(conn, read_from, EVERYTHING, limit=_TAIL_ROWS)
             if self._cold != cold:
@@ -193,6 +193,10 @@ class Router:
                 raise
             if not full:
                 return
+
+    def _tail_position(self) -> Position | None:
+        """Re-read each round: a delivery awaits, and the hub may turn cold (None) meanwhile."""
+        return self.position
 
     def _worth_reading(self, items: list[str | _Request]) -> bool:
         """Read the trail when a notified change interests someone, after a resync, or when

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeGuard
 
 from litestar.types import Message, WebSocketSendEvent
 
@@ -25,6 +25,10 @@ ERROR_REPLIES = 10
 BAD_OPS = 50
 
 Send = Callable[[Message], Awaitable[None]]
+
+
+def _is_coroutine(value: object) -> TypeGuard[Coroutine[Any, Any, None]]:
+    return isinstance(value, Coroutine)
 
 
 class Allowance:
@@ -95,7 +99,7 @@ class Subscriber:
             return
         if self.idle and self.send is not None and self.outbox.empty():
             started = self.send(frame)
-            assert isinstance(started, Coroutine)  # Litestar's send is an ``async def``
+            assert _is_coroutine(started)  # Litestar's send is an ``async def``
             try:
                 blocker = started.send(None)
             except StopIteration:

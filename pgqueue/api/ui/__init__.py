@@ -61,7 +61,7 @@ def asset(name: str) -> Asset:
     suffix = name[name.rfind(".") :] if "." in name else ""
     if suffix not in _TYPES or "/" in name or name.startswith("."):
         raise NotFound(f"ui: there is no file {name!r}")
-    path = resources.files(__package__).joinpath(name)
+    path = resources.files(__name__).joinpath(name)
     if not path.is_file():
         raise NotFound(f"ui: there is no file {name!r}")
     body = path.read_bytes()
