@@ -9,15 +9,25 @@ Each measurement runs in a new migrated database on the server DSN names, and pr
   p50/p99;
 - 100,000 waiting tasks: rows, and an idle worker's connections and statements per second
   (pg_stat_database.xact_commit) with them and without, and one reap's wake_expired_waits.
+
+`--drain-baseline DIR` instead: the drain of 20,000 no-ops (bench/systems/pgqueue_bench.py,
+one worker, concurrency 500) from this tree and from DIR, a checkout of a commit before the
+workflow features (e.g. `git worktree add --detach /tmp/base f759bf5`), in alternating
+rounds, each in a new empty database its own tree migrates.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,11 +45,15 @@ from pgqueue.worker.handlers import App
 from pgqueue.worker.loop import Worker
 
 
-async def fresh(server: str) -> tuple[str, str]:
+def empty(server: str) -> tuple[str, str]:
     name = f"bench_wf_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(server, dbname=name)
+    return name, make_conninfo(server, dbname=name)
+
+
+async def fresh(server: str) -> tuple[str, str]:
+    name, dsn = empty(server)
     conn = await connect(dsn)
     async with conn:
         await migrate(conn)
@@ -180,11 +194,45 @@ async def idle_cost(settings: Settings, q: Queue, dbname: str, waiting: int, sec
     )
 
 
+def drain_vs(server: str, baseline: Path, rounds: int, n: int) -> None:
+    """Drain rates of this tree and of ``baseline``, alternating which goes first."""
+    here = Path(__file__).resolve().parent.parent
+    trees = {"this tree": here, f"baseline ({baseline})": baseline.resolve()}
+    rates: dict[str, list[float]] = {label: [] for label in trees}
+    for r in range(rounds):
+        order = list(trees.items())
+        for label, tree in order if r % 2 == 0 else order[::-1]:
+            name, dsn = empty(server)
+            try:
+                out = subprocess.run(
+                    [sys.executable, str(tree / "bench/systems/pgqueue_bench.py"), "drain", dsn,
+                     str(n)],
+                    cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
+                    text=True, timeout=600, check=True,
+                )  # fmt: skip
+            finally:
+                drop(server, name)
+            line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
+            rates[label].append(float(json.loads(line)["tasks_per_s"]))
+    for label, values in rates.items():
+        print(
+            f"drain {n} no-ops, {label}: median {statistics.median(values):,.0f}/s"
+            f" (min {min(values):,.0f}, max {max(values):,.0f}, rounds {len(values)})"
+        )
+    ours, base = (statistics.median(v) for v in rates.values())
+    print(f"this tree / baseline: {ours / base:.3f}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("dsn")
     parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--drain-baseline", type=Path, help="a checkout to compare drains with")
+    parser.add_argument("--rounds", type=int, default=5, help="with --drain-baseline")
     args = parser.parse_args()
+    if args.drain_baseline:
+        drain_vs(args.dsn, args.drain_baseline, args.rounds, 2000 if args.quick else 20_000)
+        return
     dependents = 2000 if args.quick else 10_000
     pairs = 30 if args.quick else 200
     waiting = 10_000 if args.quick else 100_000

@@ -2,7 +2,7 @@
 
 NOTIFY is a hint, never the source of truth: workers also poll, and stream subscribers
 first read the current state. Channels and payload shapes are defined by the triggers in
-``sql/migrations/0001_tasks.sql``; this module is their Python side.
+``sql/functions/triggers.sql``; this module is their Python side.
 """
 
 from __future__ import annotations

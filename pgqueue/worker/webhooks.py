@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +66,10 @@ class _Delivery(msgspec.Struct, frozen=True):
 def _deliverer(settings: Settings) -> Any:
     secret = settings.webhook_secret
     allow = allowed_hosts(settings)
+    # httpx's default TLS context (certifi), built on the first delivery and then shared: a
+    # new client builds one otherwise, which cost more than the whole delivery to a receiver
+    # nearby (docs/benchmarks.md, Workflows)
+    tls: list[ssl.SSLContext] = []
 
     async def deliver(ctx: Context, payload: Any) -> dict[str, Any]:
         """POST one final event; raise (retryable) on a non-2xx answer or a network error."""
@@ -85,7 +90,11 @@ def _deliverer(settings: Settings) -> Any:
             "Pgqueue-Signature": signature(secret, int(time.time()), body),
             "User-Agent": "pgqueue-webhooks",
         }
-        async with httpx.AsyncClient(timeout=_TIMEOUT_S, follow_redirects=False) as client:
+        if not tls:
+            tls.append(httpx.create_ssl_context())
+        async with httpx.AsyncClient(
+            timeout=_TIMEOUT_S, follow_redirects=False, verify=tls[0]
+        ) as client:
             answer = await client.post(job.url, content=body, headers=headers)
         if not 200 <= answer.status_code < 300:
             raise RuntimeError(f"{job.url} answered {answer.status_code}")

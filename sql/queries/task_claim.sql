@@ -1,5 +1,5 @@
 -- Claim: the worker side of SKIP LOCKED. The logic (claim order, paused queues, per-queue
--- concurrency limits) lives in pgqueue.claim() in sql/functions/tasks.sql.
+-- concurrency limits) lives in pgqueue.claim() in sql/functions/claim.sql.
 
 -- name: task_claim
 -- Claim up to %(limit)s due tasks of the given queues and kinds (NULL: any kind) for one
