@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, Literal, Self
 
 import httpx
@@ -23,37 +23,20 @@ import msgspec
 import websockets
 
 from pgqueue import otel
-from pgqueue.errors import (
-    Conflict,
-    InvalidInput,
-    NotFound,
-    PayloadTooLarge,
-    PgQueueError,
-    StaleLease,
-)
+from pgqueue.errors import PgQueueError
+from pgqueue.http_errors import ErrorBody, ServerError, Unauthorized, error_of
 from pgqueue.leases import HeartbeatAnswer, LeasedTask
 from pgqueue.limits import Why
 from pgqueue.pages import Page
 from pgqueue.stream import StateMessage, StreamMessage, TaskMessage, decode_message
 from pgqueue.tasks import Event, Task
 
+__all__ = ["Client", "LeasedTask", "ServerError", "Unauthorized"]
+
 _MAX_WAIT_S = 300.0
 
 
-class Unauthorized(PgQueueError):
-    """401 (no or bad token) or 403 (the token's role may not do this)."""
-
-
-class ServerError(PgQueueError):
-    """The server failed (5xx); safe to retry idempotent calls."""
-
-
 _encode = msgspec.json.Encoder().encode
-
-
-class _ErrorBody(msgspec.Struct):
-    detail: str = ""
-    type: str = ""
 
 
 class Client:
@@ -172,7 +155,7 @@ class Client:
         all: bool = False,
         include_control: bool = False,
         since: str | None = None,
-    ) -> AsyncIterator[StreamMessage]:
+    ) -> AsyncGenerator[StreamMessage, None]:
         """Live updates over ``/ws``: for task ids, their current state first, then changes.
 
         Yields ``StateMessage`` and ``TaskMessage``; with ``include_control`` also
@@ -295,22 +278,7 @@ def _extra(wait_s: float | None, base: float) -> float:
 
 def _error(response: httpx.Response) -> PgQueueError:
     try:
-        body = msgspec.json.decode(response.content, type=_ErrorBody)
+        body = msgspec.json.decode(response.content, type=ErrorBody)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        body = _ErrorBody(detail=response.text[:500])
-    detail = body.detail or f"HTTP {response.status_code}"
-    status = response.status_code
-    if status == 413:
-        return PayloadTooLarge("body", detail)
-    if status == 400:
-        field, _, message = detail.partition(": ")
-        return InvalidInput(field, message) if message else InvalidInput("request", detail)
-    if status == 404:
-        return NotFound(detail)
-    if status == 409:
-        return StaleLease(detail) if body.type == "StaleLease" else Conflict(detail)
-    if status in (401, 403):
-        return Unauthorized(detail)
-    if status >= 500:
-        return ServerError(f"HTTP {status}: {detail}")
-    return PgQueueError(f"HTTP {status}: {detail}")
+        body = ErrorBody(detail=response.text[:500])
+    return error_of(response.status_code, body)

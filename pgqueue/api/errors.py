@@ -11,50 +11,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
-    HTTP_404_NOT_FOUND,
-    HTTP_409_CONFLICT,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
 from psycopg import errors as pg_errors
 
-from pgqueue.errors import (
-    Conflict,
-    InvalidInput,
-    NotFound,
-    PayloadTooLarge,
-    PgQueueError,
-    StaleLease,
-)
+from pgqueue.errors import PgQueueError
+from pgqueue.http_errors import ErrorBody, status_of
 from pgqueue.jsonvalue import is_object
 
 log = logging.getLogger(__name__)
-
-
-class ErrorBody(msgspec.Struct, frozen=True):
-    """Every error response: the status again, what is wrong, and the error's type."""
-
-    status_code: int
-    detail: str
-    type: str
-
-
-def _status_of(exc: PgQueueError) -> int:
-    # Order matters: PayloadTooLarge is an InvalidInput, StaleLease a Conflict.
-    if isinstance(exc, PayloadTooLarge):
-        return HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    if isinstance(exc, InvalidInput):
-        return HTTP_400_BAD_REQUEST
-    if isinstance(exc, NotFound):
-        return HTTP_404_NOT_FOUND
-    if isinstance(exc, (Conflict, StaleLease)):
-        return HTTP_409_CONFLICT
-    return HTTP_400_BAD_REQUEST
 
 
 def error_response(
@@ -66,7 +36,7 @@ def error_response(
 
 
 def _domain(_: Request[Any, Any, Any], exc: PgQueueError) -> Response[ErrorBody]:
-    return error_response(_status_of(exc), str(exc), type(exc).__name__)
+    return error_response(status_of(exc), str(exc), type(exc).__name__)
 
 
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
