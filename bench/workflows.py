@@ -13,7 +13,9 @@ Each measurement runs in a new migrated database on the server DSN names, and pr
 `--drain-baseline DIR` instead: the drain of 20,000 no-ops (bench/systems/pgqueue_bench.py,
 one worker, concurrency 500) from this tree and from DIR, a checkout of a commit before the
 workflow features (e.g. `git worktree add --detach /tmp/base f759bf5`), in alternating
-rounds, each in a new empty database its own tree migrates.
+rounds, each in a new empty database its own tree migrates. `--drain-triggers`: the same
+with this tree against itself with the workflow triggers disabled (what the features cost a
+task that uses none of them).
 """
 
 from __future__ import annotations
@@ -194,15 +196,34 @@ async def idle_cost(settings: Settings, q: Queue, dbname: str, waiting: int, sec
     )
 
 
-def drain_vs(server: str, baseline: Path, rounds: int, n: int) -> None:
-    """Drain rates of this tree and of ``baseline``, alternating which goes first."""
+WORKFLOW_TRIGGERS = (
+    "tasks_update_finished", "tasks_insert_dependencies", "tasks_insert_edges",
+    "tasks_insert_final",
+)  # fmt: skip
+
+
+async def without_workflows(server: str) -> tuple[str, str]:
+    """A migrated database of this tree with the workflow triggers disabled."""
+    name, dsn = await fresh(server)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for trigger in WORKFLOW_TRIGGERS:
+            conn.execute(sql.SQL("ALTER TABLE pgqueue.tasks DISABLE TRIGGER {}").format(
+                sql.Identifier(trigger)))  # fmt: skip
+    return name, dsn
+
+
+async def drain_vs(server: str, baseline: Path | None, rounds: int, n: int) -> None:
+    """Drain rates of this tree and of ``baseline``, alternating which goes first; with no
+    baseline, of this tree with its workflow triggers disabled."""
     here = Path(__file__).resolve().parent.parent
-    trees = {"this tree": here, f"baseline ({baseline})": baseline.resolve()}
+    other = f"baseline ({baseline})" if baseline else "this tree, workflow triggers off"
+    trees = {"this tree": here, other: (baseline or here).resolve()}
     rates: dict[str, list[float]] = {label: [] for label in trees}
     for r in range(rounds):
         order = list(trees.items())
         for label, tree in order if r % 2 == 0 else order[::-1]:
-            name, dsn = empty(server)
+            off = baseline is None and label == other
+            name, dsn = await without_workflows(server) if off else empty(server)
             try:
                 out = subprocess.run(
                     [sys.executable, str(tree / "bench/systems/pgqueue_bench.py"), "drain", dsn,
@@ -228,10 +249,13 @@ async def main() -> None:
     parser.add_argument("dsn")
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--drain-baseline", type=Path, help="a checkout to compare drains with")
+    parser.add_argument(
+        "--drain-triggers", action="store_true", help="drain with workflow triggers on vs off"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="with --drain-baseline")
     args = parser.parse_args()
-    if args.drain_baseline:
-        drain_vs(args.dsn, args.drain_baseline, args.rounds, 2000 if args.quick else 20_000)
+    if args.drain_baseline or args.drain_triggers:
+        await drain_vs(args.dsn, args.drain_baseline, args.rounds, 2000 if args.quick else 20_000)
         return
     dependents = 2000 if args.quick else 10_000
     pairs = 30 if args.quick else 200
