@@ -4,15 +4,14 @@ across all workers at once (SPEC §12 limits included)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 from typing import Any
 
 import msgspec
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.connection import on_database
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db import queues
-from pgqueue.db.pool import connect
 from pgqueue.errors import InvalidInput
 from pgqueue.limits import CircuitBreaker, QueueSettings, RateLimit
 
@@ -100,15 +99,7 @@ def describe(q: QueueSettings) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
-    print(describe(asyncio.run(_apply(settings.dsn, args))))
-    return 0
-
-
-async def _apply(dsn: str, args: argparse.Namespace) -> QueueSettings:
+    settings = database_settings(args)
     changes = changes_of(args)
-    conn = await connect(dsn)
-    async with conn:
-        return await queues.configure(conn, args.queue, changes)
+    print(describe(on_database(settings.dsn, lambda c: queues.configure(c, args.queue, changes))))
+    return 0

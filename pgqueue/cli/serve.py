@@ -14,7 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db import tokens
 from pgqueue.db.migrate import current_version, latest_version
 from pgqueue.db.pool import connect
@@ -40,9 +40,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     if args.workers < 1:
         raise InvalidInput("workers", f"must be >= 1, got {args.workers}")
     version, tokens = asyncio.run(_check(settings))
