@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, Literal, Self
 
 import httpx
@@ -155,7 +155,7 @@ class Client:
         all: bool = False,
         include_control: bool = False,
         since: str | None = None,
-    ) -> AsyncIterator[StreamMessage]:
+    ) -> AsyncGenerator[StreamMessage, None]:
         """Live updates over ``/ws``: for task ids, their current state first, then changes.
 
         Yields ``StateMessage`` and ``TaskMessage``; with ``include_control`` also

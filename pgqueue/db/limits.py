@@ -8,8 +8,9 @@ from typing import Any
 import msgspec
 import psycopg
 
+from pgqueue.db.errors import translated
 from pgqueue.db.queries import QUERIES
-from pgqueue.errors import InvalidInput, NotFound
+from pgqueue.errors import InvalidInput
 from pgqueue.limits import DaySpend, QueueSettings, UserLimits, UserLimitsOut, UserSpend, Why
 from pgqueue.tasks import TaskId
 
@@ -107,10 +108,8 @@ async def get_user_usage(
 
 async def why(conn: psycopg.AsyncConnection[Any], task_id: TaskId) -> Why:
     """Every reason the task is not running now (none when it runs or finished)."""
-    try:
+    with translated(not_found=f"task {task_id} does not exist"):
         cur = await conn.execute(QUERIES["task_why"], {"id": task_id})
-    except psycopg.errors.NoDataFound:
-        raise NotFound(f"task {task_id} does not exist") from None
     row = await cur.fetchone()
     assert row is not None
     return msgspec.convert(row[0], Why, strict=False)

@@ -2,7 +2,7 @@
 
 The one service layer the CLI (``pgqueue schedule``) and the HTTP API (``/schedules``) share,
 so both validate alike: the cron expression and time zone (``cron.py``), and the task
-template exactly as an enqueue would (``pgqueue.queue.new_task``) — a template that could
+template exactly as an enqueue would (``pgqueue.enqueue.new_task``) — a template that could
 never enqueue is refused now, not at 3 a.m. when it fires.
 """
 
@@ -15,8 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db import clock
 from pgqueue.db import schedules as db
+from pgqueue.enqueue import new_task, validation_field
 from pgqueue.errors import Conflict, InvalidInput, NotFound
-from pgqueue.queue import new_task, validation_field
 from pgqueue.schedules import cron
 from pgqueue.schedules.models import TEMPLATE_FORBIDDEN, Schedule, SchedulePatch, ScheduleSpec
 from pgqueue.settings import Settings

@@ -1,11 +1,14 @@
 """The remote worker and pgqueue.Client end to end over HTTP; two server processes."""
 
+# pyright: reportPrivateUsage=false
+# (a token rotation is played by swapping the header on the remote worker's own HTTP client)
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -70,7 +73,7 @@ async def nul_error(ctx: pgqueue.Context, payload: dict[str, Any]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def remote_worker(api: Api, **options: Any) -> AsyncIterator[RemoteWorker]:
+async def remote_worker(api: Api, **options: Any) -> AsyncGenerator[RemoteWorker, None]:
     async with api.client(api.tokens.worker) as client:
         defaults: dict[str, Any] = {"heartbeat_s": 0.3, "claim_wait_s": 2, "shutdown_grace_s": 2}
         worker = RemoteWorker(app, client, **{**defaults, **options})
@@ -113,9 +116,7 @@ async def test_remote_worker_runs_handlers_with_progress_usage_and_retries(api: 
 async def test_remote_worker_obeys_cancel_from_heartbeat(api: Api) -> None:
     async with api.client(api.tokens.alice) as alice, remote_worker(api):
         task = await alice.submit("remote.slow", {})
-        async for message in alice.stream(task_ids=[task.id]):
-            if message.task.status == "running":
-                break
+        await wait_running(alice, task.id)
         await alice.cancel(task.id)
         done = await alice.wait(task.id, timeout_s=30)
         assert done.status is pgqueue.Status.CANCELLED
@@ -125,9 +126,7 @@ async def test_remote_worker_releases_on_shutdown(api: Api) -> None:
     async with api.client(api.tokens.alice) as alice:
         async with remote_worker(api):
             task = await alice.submit("remote.slow", {})
-            async for message in alice.stream(task_ids=[task.id]):
-                if message.task.status == "running":
-                    break
+            await wait_running(alice, task.id)
         released = await alice.get(task.id)
         assert released.status is pgqueue.Status.PENDING and released.attempts == 0
 
@@ -195,7 +194,7 @@ async def test_serve_refuses_without_tokens_unless_insecure(
 
 async def wait_running(alice: pgqueue.Client, task_id: Any) -> None:
     async for message in alice.stream(task_ids=[task_id]):
-        if message.task.status == "running":
+        if isinstance(message, TaskMessage | StateMessage) and message.task.status == "running":
             return
 
 

@@ -69,12 +69,12 @@ async def test_task_subscription_state_first_then_ordered_events(
             f"{url}/heartbeat", json={"lease": c["lease"], "progress": {"percent": 40}}
         )
         await worker.post(f"{url}/complete", json={"lease": c["lease"], "result": {"answer": 42}})
-        events = []
+        events: list[TaskMessage] = []
         while len(events) < 3:
             message = await asyncio.wait_for(anext(stream), 15)
+            assert isinstance(message, TaskMessage), (events, message)
             events.append(message)
         await stream.aclose()
-    assert all(isinstance(m, TaskMessage) for m in events), events
     assert [m.event for m in events] == ["started", "progress", "completed"]
     assert events[0].task.status == "running"
     assert events[1].task.progress == {"percent": 40}
@@ -248,7 +248,7 @@ async def test_idle_subscriber_gets_pings_busy_one_gets_changes(
                     conn.execute(
                         "INSERT INTO pgqueue.tasks (kind, queue) VALUES (%s, 'pinged')", (f"k{i}",)
                     )
-            kinds = []
+            kinds: list[str] = []
             while len(kinds) < 3:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 if message["type"] == "task":
@@ -269,7 +269,7 @@ def read_frames(sock: socket.socket, count: int) -> list[dict[str, Any]]:
         head, buffer = buffer[:n], buffer[n:]
         return head
 
-    messages = []
+    messages: list[dict[str, Any]] = []
     while len(messages) < count:
         first, length = take(2)
         assert first in (0x81, 0x89), f"not a final text frame or a ping: {first:#x}"

@@ -106,3 +106,43 @@ async def test_producers_and_batch_finishes_do_not_deadlock(queue: Queue) -> Non
             "  WHERE d.id = ANY(t.depends_on) AND d.status <> 'completed')"
         )
         assert await cur.fetchone() == (0,)
+
+
+async def test_an_enqueue_does_not_wait_for_a_finish_holding_its_dependency(
+    queue: Queue, dsn: str
+) -> None:
+    """The dependency is being completed by a transaction still open: the enqueue returns at
+    once (blocked, reading what was committed), and once that completion commits, the next
+    statement that ends any task, or the reaper, unblocks the dependent."""
+    dep, other, later = await queue.enqueue_many([{"kind": "k", "queue": "q"}] * 3)
+    async with await psycopg.AsyncConnection.connect(dsn) as holder:
+        await holder.execute(
+            "UPDATE pgqueue.tasks SET status = 'completed', completed_at = now() WHERE id = %s",
+            (dep.id,),
+        )  # the transaction stays open, holding the row
+        child = await asyncio.wait_for(queue.enqueue("k", {}, depends_on=[dep.id]), timeout=5)
+        assert child.status == Status.BLOCKED
+        await holder.commit()
+    assert (await queue.get(child.id)).status == Status.BLOCKED  # its finish missed the edge
+    async with queue.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE pgqueue.tasks SET status = 'cancelled', completed_at = now() WHERE id = %s",
+            (other.id,),
+        )
+    after = await queue.get(child.id)
+    assert (after.status, after.deps_left) == (Status.PENDING, 0)
+
+    # the same through the reaper, when no other task ends
+    async with await psycopg.AsyncConnection.connect(dsn) as holder:
+        await holder.execute(
+            "UPDATE pgqueue.tasks SET status = 'completed', completed_at = now() WHERE id = %s",
+            (later.id,),
+        )
+        second = await asyncio.wait_for(queue.enqueue("k", {}, depends_on=[later.id]), 5)
+        await holder.commit()
+    assert (await queue.get(second.id)).status == Status.BLOCKED
+    async with queue.pool.connection() as conn:
+        await conn.execute("SELECT count(*) FROM pgqueue.reap()")
+        cur = await conn.execute("SELECT count(*) FROM pgqueue.dependency_checks")
+        assert await cur.fetchone() == (0,)
+    assert (await queue.get(second.id)).status == Status.PENDING
