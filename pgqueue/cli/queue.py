@@ -14,6 +14,7 @@ from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db import queues
 from pgqueue.errors import InvalidInput
 from pgqueue.limits import CircuitBreaker, QueueSettings, RateLimit
+from pgqueue.stats import limit_parts
 
 _RATIO = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)s?$", re.ASCII)
 
@@ -87,14 +88,7 @@ def changes_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def describe(q: QueueSettings) -> str:
     parts = ["paused" if q.paused else "active", f"limit {q.concurrency_limit or 'none'}"]
-    if q.rate_limit is not None:
-        parts.append(f"rate {q.rate_limit.tasks}/{q.rate_limit.per_s:g}s")
-    if q.per_user_concurrency is not None:
-        parts.append(f"per-user {q.per_user_concurrency}")
-    if q.fair:
-        parts.append("fair")
-    if q.circuit_breaker is not None:
-        parts.append(f"breaker {q.circuit_breaker.failures}/{q.circuit_breaker.cool_down_s:g}s")
+    parts += limit_parts(q, lambda seconds: f"{seconds:g}")
     return f"queue {q.name}: " + ", ".join(parts)
 
 
