@@ -100,7 +100,8 @@ def _tracing() -> bool:
     """Whether a span started now would be recorded or continue a trace.
 
     Not with the API alone (no SDK configured) outside any trace: such a span is a no-op
-    whose context is invalid, so skipping it changes nothing and saves its ~18 us.
+    whose context is invalid, so skipping it changes nothing and saves its cost
+    (docs/benchmarks.md, "Measurements behind the code").
     """
     provider = trace.get_tracer_provider()
     if not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):

@@ -5,8 +5,9 @@ them; the API serves them and the CLI prints them. Imports no driver and no web 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -57,18 +58,39 @@ class QueueStats(msgspec.Struct, frozen=True):
         parts: list[str] = []
         if self.concurrency_limit is not None:
             parts.append(f"concurrency {self.concurrency_limit}")
-        if self.rate_limit is not None:
-            parts.append(f"rate {self.rate_limit.tasks}/{_pg_float(self.rate_limit.per_s)}s")
-        if self.per_user_concurrency is not None:
-            parts.append(f"per-user {self.per_user_concurrency}")
-        if self.fair:
-            parts.append("fair")
-        if (breaker := self.circuit_breaker) is not None:
-            parts.append(f"breaker {breaker.failures}/{_pg_float(breaker.cool_down_s)}s")
+        parts += limit_parts(self, pg_float)
         return ", ".join(parts) or None
 
 
-def _pg_float(value: float) -> str:
+class _Limited(Protocol):
+    """The §12 limits a queue's settings row and its stats row both carry."""
+
+    @property
+    def rate_limit(self) -> RateLimit | None: ...
+    @property
+    def per_user_concurrency(self) -> int | None: ...
+    @property
+    def fair(self) -> bool: ...
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None: ...
+
+
+def limit_parts(q: _Limited, number: Callable[[float], str]) -> list[str]:
+    """The §12 limits set on a queue, a phrase each (``rate 100/60s``, ``per-user 2``,
+    ``fair``, ``breaker 5/30s``), the seconds written by ``number``."""
+    parts: list[str] = []
+    if q.rate_limit is not None:
+        parts.append(f"rate {q.rate_limit.tasks}/{number(q.rate_limit.per_s)}s")
+    if q.per_user_concurrency is not None:
+        parts.append(f"per-user {q.per_user_concurrency}")
+    if q.fair:
+        parts.append("fair")
+    if (breaker := q.circuit_breaker) is not None:
+        parts.append(f"breaker {breaker.failures}/{number(breaker.cool_down_s)}s")
+    return parts
+
+
+def pg_float(value: float) -> str:
     """A float8 as PostgreSQL writes it: the shortest exact digits, no ``.0`` on integers."""
     text = repr(float(value))
     return text.removesuffix(".0")

@@ -154,8 +154,8 @@ class NewTask(
     """What a producer may set when enqueuing (SPEC §1). Validated before any SQL runs.
 
     Encoded without the fields left at their defaults: task_insert_many's coalesce()s give
-    the same defaults, and PostgreSQL parses fewer keys (20,000 rows of 15 keys took 340 ms
-    of server CPU in jsonb_to_recordset, rows of 4 took 120 ms).
+    the same defaults, and PostgreSQL parses fewer keys (jsonb_to_recordset's CPU grows with
+    the keys per row; docs/benchmarks.md).
     """
 
     kind: KindName

@@ -1,10 +1,10 @@
 """Concurrent ``POST /tasks`` share one INSERT and one commit (group commit in the server).
 
 Each single enqueue on its own costs a round trip, a transaction and a WAL flush, and in
-PostgreSQL about 0.7 ms of CPU (statement triggers, audit row, NOTIFYs) — on 2 cores that
-alone capped ``POST /tasks`` near 700 requests/s, with or without HTTP in front
-(Queue.submit from 32 coroutines: 712/s, PostgreSQL at 49 % CPU). The same tasks through
-``task_insert_many`` cost ~50 µs each (20,000 in 1,040 ms of database time). So requests
+PostgreSQL the per-statement work (statement triggers, audit row, NOTIFYs) — that alone
+capped ``POST /tasks``, with or without HTTP in front, while the same tasks through
+``task_insert_many`` cost a small fraction each (docs/benchmarks.md, "Measurements behind
+the code"). So requests
 that arrive while earlier ones are being written wait for the next statement and go in
 together: at low load a request still goes alone and at once (no timer, no added delay);
 under load, batches form by themselves.

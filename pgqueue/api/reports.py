@@ -19,7 +19,8 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from pgqueue.api.auth import Principal, Role, require
-from pgqueue.api.schemas import (
+from pgqueue.api.services import PrincipalDep, Services, ServicesDep
+from pgqueue.api.worker_bodies import (
     CancelObeyed,
     Complete,
     Fail,
@@ -28,7 +29,6 @@ from pgqueue.api.schemas import (
     UsageIn,
     WaitIn,
 )
-from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.db import remote, transitions
 from pgqueue.errors import InvalidInput, PayloadTooLarge
 from pgqueue.leases import HeartbeatAnswer

@@ -89,7 +89,7 @@ async def provide_principal(
     """The caller. It takes ``services`` (not ``state``) on purpose: depending on it puts the
     two in separate dependency batches of one each, which Litestar awaits inline. As siblings
     they formed one batch of two, resolved in an anyio TaskGroup — two tasks spawned per
-    request, 9 % of the server's CPU under `POST /tasks` load (py-spy)."""
+    request, a visible share of the server's CPU under `POST /tasks` load (py-spy)."""
     return await services.auth.of_connection(request)
 
 

@@ -123,7 +123,7 @@ class TasksController(Controller):
         """One statement, one transaction: all are enqueued or none is. Input order kept.
 
         A user's tasks without a ``user_id`` get theirs from the statement's default, so only
-        tasks naming someone else are copied: copying all 10,000 was 4 % of a batch call."""
+        tasks naming someone else are copied (copying all of them showed in a batch's profile)."""
         owner = principal.user_id if principal.role is Role.USER else None
         tasks = [
             t if t.user_id is None else _for_principal(t, principal, f"tasks[{i}].user_id")

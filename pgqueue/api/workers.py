@@ -15,9 +15,9 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from pgqueue.api.auth import Role, require
-from pgqueue.api.schemas import Claim
 from pgqueue.api.services import PrincipalDep, ServicesDep
 from pgqueue.api.wakeup import first_of
+from pgqueue.api.worker_bodies import Claim
 from pgqueue.db import transitions
 from pgqueue.db import workers as db_workers
 from pgqueue.errors import Conflict

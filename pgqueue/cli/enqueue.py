@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.cli.watch import finish, follow
 from pgqueue.errors import InvalidInput
 from pgqueue.queue import Queue, new_task
@@ -44,9 +44,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     try:
         payload = msgspec.json.decode(args.payload)
     except msgspec.DecodeError as exc:

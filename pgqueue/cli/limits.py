@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.cli.table import format_table
 from pgqueue.db import limits
 from pgqueue.db.pool import connect
@@ -40,9 +40,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     print(asyncio.run(_run(settings.dsn, args)))
     return 0
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.connection import on_database
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db.migrate import migrate
-from pgqueue.db.pool import connect
-from pgqueue.errors import InvalidInput
 
 
 def register(subparsers: Any) -> None:
@@ -21,15 +19,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
-    applied = asyncio.run(_migrate(settings.dsn))
+    settings = database_settings(args)
+    applied = on_database(settings.dsn, migrate)
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
-
-
-async def _migrate(dsn: str) -> list[str]:
-    conn = await connect(dsn)
-    async with conn:
-        return await migrate(conn)

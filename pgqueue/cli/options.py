@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import uuid
 from typing import Any
 
 import msgspec
 
+from pgqueue.errors import InvalidInput
 from pgqueue.settings import Settings
+from pgqueue.tasks import TaskId
 
 _HELP = {
     "dsn": "PostgreSQL DSN (PGQUEUE_DSN)",
@@ -34,3 +37,19 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
         if key.startswith("setting_") and value is not None
     }
     return Settings.from_env(**overrides, **extra)
+
+
+def database_settings(args: argparse.Namespace) -> Settings:
+    """``settings_from_args`` for a command that talks to the database: a DSN is required."""
+    settings = settings_from_args(args)
+    if not settings.dsn:
+        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    return settings
+
+
+def task_id_arg(text: str) -> TaskId:
+    """A task id given on the command line (the ``id`` argument)."""
+    try:
+        return TaskId(uuid.UUID(text))
+    except ValueError:
+        raise InvalidInput("id", f"{text!r} is not a task id (a UUID)") from None

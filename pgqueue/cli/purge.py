@@ -7,7 +7,7 @@ import asyncio
 import re
 from typing import Any
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db.pool import create_pool
 from pgqueue.errors import InvalidInput
 from pgqueue.retention import purge_finished
@@ -37,9 +37,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     older_than_s = parse_duration(args.older_than)
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     deleted = asyncio.run(_purge(settings.dsn, older_than_s))
     print(f"deleted {deleted} finished tasks older than {args.older_than}")
     return 0

@@ -4,17 +4,17 @@ across all workers at once (SPEC §12 limits included)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 from typing import Any
 
 import msgspec
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.connection import on_database
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db import queues
-from pgqueue.db.pool import connect
 from pgqueue.errors import InvalidInput
 from pgqueue.limits import CircuitBreaker, QueueSettings, RateLimit
+from pgqueue.stats import limit_parts
 
 _RATIO = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)s?$", re.ASCII)
 
@@ -88,27 +88,12 @@ def changes_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def describe(q: QueueSettings) -> str:
     parts = ["paused" if q.paused else "active", f"limit {q.concurrency_limit or 'none'}"]
-    if q.rate_limit is not None:
-        parts.append(f"rate {q.rate_limit.tasks}/{q.rate_limit.per_s:g}s")
-    if q.per_user_concurrency is not None:
-        parts.append(f"per-user {q.per_user_concurrency}")
-    if q.fair:
-        parts.append("fair")
-    if q.circuit_breaker is not None:
-        parts.append(f"breaker {q.circuit_breaker.failures}/{q.circuit_breaker.cool_down_s:g}s")
+    parts += limit_parts(q, lambda seconds: f"{seconds:g}")
     return f"queue {q.name}: " + ", ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
-    print(describe(asyncio.run(_apply(settings.dsn, args))))
-    return 0
-
-
-async def _apply(dsn: str, args: argparse.Namespace) -> QueueSettings:
+    settings = database_settings(args)
     changes = changes_of(args)
-    conn = await connect(dsn)
-    async with conn:
-        return await queues.configure(conn, args.queue, changes)
+    print(describe(on_database(settings.dsn, lambda c: queues.configure(c, args.queue, changes))))
+    return 0

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.cli.table import format_table
 from pgqueue.db.pool import create_pool
 from pgqueue.errors import InvalidInput
@@ -49,9 +49,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     if args.action == "add":
         made = _with(settings, lambda s: s.create(_spec(args)))
         print(f"schedule {made.name}: next fire {made.next_fire_at.isoformat()}")

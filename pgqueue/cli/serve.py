@@ -14,7 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db import tokens
 from pgqueue.db.migrate import current_version, latest_version
 from pgqueue.db.pool import connect
@@ -40,9 +40,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     if args.workers < 1:
         raise InvalidInput("workers", f"must be >= 1, got {args.workers}")
     version, tokens = asyncio.run(_check(settings))
@@ -88,15 +86,15 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         # JSON logs: uvicorn's lines go through the root logger too, not its own text handlers
         log_config=None if os.environ.get("PGQUEUE_LOG_FORMAT") == "json" else LOGGING_CONFIG,
-        # websockets-sansio: framing a 700-byte text message costs ~2.5 us against ~7 us with
-        # wsproto (not installed: a new dependency for a slower path), and uvicorn's other
+        # websockets-sansio: it frames a message in about a third of wsproto's time
+        # (not installed: a new dependency for a slower path), and uvicorn's other
         # "websockets" implementation runs on websockets.legacy, which is deprecated.
         ws="websockets-sansio",
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         # No permessage-deflate: a change goes to every subscriber, and deflate compresses it
-        # again for each one with a zlib context per connection (1,000 subscribers: 153 -> 105
-        # MB RSS, ~25 % less server CPU per frame, bench/ws_latency.py). Messages are < 1 KB.
+        # again for each one with a zlib context per connection (memory and CPU per frame;
+        # docs/benchmarks.md has the A/B). Messages are < 1 KB.
         ws_per_message_deflate=False,
     )
     return 0
@@ -109,9 +107,8 @@ def app_from_env() -> Litestar:
     built (modules, routes, the app) are frozen out of collections, and young collections
     run every 10,000 allocations instead of 700. With 1,000 WebSocket subscribers, every
     change allocates a few objects per subscriber, so collections ran often and the older
-    generations hold every connection's objects (pauses in the fan-out): 4 interleaved runs of
-    ``bench/ws_latency.py --subscribers 1000 --tasks 100 --pause 0.1`` gave p99 249 -> 110 ms
-    (medians) and 15 % less server user CPU, with the same RSS.
+    generations hold every connection's objects (pauses in the fan-out). The A/B with
+    ``bench/ws_latency.py`` is in docs/benchmarks.md.
     """
     from pgqueue.api.app import app_from_env as build
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.errors import InvalidInput
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
@@ -30,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
         payload = msgspec.json.decode(args.payload)
     except msgspec.DecodeError as exc:
         raise InvalidInput("payload", f"is not JSON: {exc}") from None
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     task = asyncio.run(_signal(settings, args.id, args.name, payload))
     print(msgspec.json.encode(task).decode())
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.cli.table import format_table
 from pgqueue.db import stats
 from pgqueue.db.pool import connect
@@ -37,9 +37,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     if args.interval <= 0:
         raise InvalidInput("interval", "must be > 0")
     with contextlib.suppress(KeyboardInterrupt):

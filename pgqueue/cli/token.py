@@ -7,10 +7,10 @@ import asyncio
 from typing import Any
 
 from pgqueue.api.auth import CACHE_TTL_S, Role, new_token, token_hash
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import add_settings_flags, database_settings
 from pgqueue.db import tokens
 from pgqueue.db.pool import connect
-from pgqueue.errors import InvalidInput, NotFound
+from pgqueue.errors import NotFound
 
 
 def register(subparsers: Any) -> None:
@@ -33,9 +33,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
+    settings = database_settings(args)
     return asyncio.run(_run(settings.dsn, args))
 
 

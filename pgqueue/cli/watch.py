@@ -18,14 +18,16 @@ import contextlib
 import math
 import shutil
 import sys
-import uuid
 from typing import Any, TextIO
 
 import msgspec
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.options import (
+    add_settings_flags,
+    database_settings,
+    task_id_arg,
+)
 from pgqueue.db.events import task_events_after
-from pgqueue.errors import InvalidInput
 from pgqueue.jsonvalue import is_object
 from pgqueue.queue import Queue
 from pgqueue.tasks import Event, Status, Task, TaskId
@@ -49,13 +51,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
-    try:
-        task_id = TaskId(uuid.UUID(args.id))
-    except ValueError:
-        raise InvalidInput("id", f"{args.id!r} is not a task id (a UUID)") from None
+    settings = database_settings(args)
+    task_id = task_id_arg(args.id)
 
     async def main() -> Task:
         async with Queue(settings=settings) as queue:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import uuid
 from typing import Any
 
-from pgqueue.cli.options import add_settings_flags, settings_from_args
+from pgqueue.cli.connection import on_database
+from pgqueue.cli.options import (
+    add_settings_flags,
+    database_settings,
+    task_id_arg,
+)
 from pgqueue.db import limits
-from pgqueue.db.pool import connect
-from pgqueue.errors import InvalidInput
 from pgqueue.limits import Why
 from pgqueue.tasks import TaskId
 
@@ -25,21 +26,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if not settings.dsn:
-        raise InvalidInput("dsn", "set PGQUEUE_DSN or pass --dsn")
-    try:
-        task_id = TaskId(uuid.UUID(args.id))
-    except ValueError:
-        raise InvalidInput("id", f"{args.id!r} is not a task id (a UUID)") from None
-    print(render(task_id, asyncio.run(_why(settings.dsn, task_id))))
+    settings = database_settings(args)
+    task_id = task_id_arg(args.id)
+    why = on_database(settings.dsn, lambda conn: limits.why(conn, task_id))
+    print(render(task_id, why))
     return 0
-
-
-async def _why(dsn: str, task_id: TaskId) -> Why:
-    conn = await connect(dsn)
-    async with conn:
-        return await limits.why(conn, task_id)
 
 
 def render(task_id: TaskId, why: Why) -> str:

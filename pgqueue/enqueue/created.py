@@ -18,8 +18,8 @@ def created_task(new: NewTask, payload: Any, inserted: Sequence[Any]) -> Task:
     holds (jsonb may order object keys differently; the values are the same).
     """
     task_id, seq, run_at, created_at, user_id = inserted[:5]
-    # Positional, in Task's (the table's) field order: 1.8 us a task against 6.4 us with
-    # keywords, which was a quarter of the client's time in a 20,000-task enqueue_many.
+    # Positional, in Task's (the table's) field order: keywords cost several times as much
+    # per task, a quarter of the client's time in a large enqueue_many (docs/benchmarks.md).
     # tests/sql/test_enqueue.py compares the result with the row read back.
     return Task(
         task_id,  # id

@@ -26,8 +26,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import enqueue
-from pgqueue.db import schedules as db
-from pgqueue.db.schedules import DueSchedule
+from pgqueue.db import schedules as db  # by module: db/schedules imports this package
 from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.schedules import cron
 from pgqueue.services.supervisor import supervise
@@ -86,7 +85,9 @@ async def _fire_batch(
     return fired, len(due)
 
 
-async def _fire_one(conn: AsyncConnection[Any], settings: Settings, schedule: DueSchedule) -> bool:
+async def _fire_one(
+    conn: AsyncConnection[Any], settings: Settings, schedule: db.DueSchedule
+) -> bool:
     """Enqueue one schedule's task and advance it; False when the task could not be made."""
     fire_at = schedule.next_fire_at
     try:
@@ -120,7 +121,7 @@ async def _fire_one(conn: AsyncConnection[Any], settings: Settings, schedule: Du
 
 
 async def _enqueue_fire(
-    conn: AsyncConnection[Any], settings: Settings, schedule: DueSchedule
+    conn: AsyncConnection[Any], settings: Settings, schedule: db.DueSchedule
 ) -> TaskId:
     """Enqueue the task of this fire and record the fire; ``_AlreadyFired`` (rolling the task
     back with the caller's savepoint) when the slot made its task before."""

@@ -11,10 +11,10 @@
 -- wait for each other's rows). p_kinds NULL: any kind (remote workers that do not list theirs).
 --
 -- Plans: plpgsql re-planned the claim for every call (a custom plan per p_limit and queue
--- list), which was most of an idle claim's 0.6 ms. A generic plan is planned once per
--- connection: 0.34 ms. Each branch only picks the due rows; one UPDATE starts them, by
+-- list), which was most of an idle claim's time. A generic plan is planned once per
+-- connection. Each branch only picks the due rows; one UPDATE starts them, by
 -- `id = ANY(v_ids)`, an index probe per id whatever the estimate (joined to the due rows, the
--- generic plan hash-joined a sequential scan of the whole table: 8.5 ms with 25,000 rows).
+-- generic plan hash-joined a sequential scan of the whole table, slower as the table grows).
 --
 -- Limits (SPEC §12) are enforced here, across all workers, by rules defined once in
 -- sql/functions/limits.sql (pgqueue.why() explains a task with the same rules). A claim whose
@@ -55,8 +55,8 @@ BEGIN
     IF v_restricted IS NULL AND NOT v_users THEN
         -- Fast path, the common case. Each queue is scanned on its own (LATERAL, queue = name)
         -- so tasks_claim_idx yields rows already in claim order and the scan stops at the
-        -- limit; `queue = ANY(array)` made the planner sort the whole backlog instead
-        -- (12 ms per claim of 500 with 20,000 due rows; 0.6 ms this way, whatever the backlog).
+        -- limit; `queue = ANY(array)` made the planner sort the whole backlog instead (a
+        -- claim's cost then grew with the backlog; this way it does not).
         SELECT array_agg(c.id) INTO v_ids FROM (
             SELECT d.id
               FROM unnest(p_queues) AS q(name)

@@ -7,7 +7,7 @@
 -- lease.
 --
 -- The claim commits asynchronously (synchronous_commit off for this transaction only): the
--- WAL flush it would wait for was ~0.3 ms of the ~1.2 ms from an enqueue's commit to the
+-- WAL flush it would wait for was a quarter of the time from an enqueue's commit to the
 -- handler's start. This is safe because nobody is told a claim happened except the worker
 -- itself: if the database crashes before the WAL writer flushes it (within ~0.6 s), the
 -- task is simply pending again with its attempt count as before, the worker's lease is
@@ -21,7 +21,7 @@ SELECT c.*
 -- name: task_next_run_at
 -- When the earliest future task of these queues becomes due, so an idle worker can sleep
 -- until then instead of polling. One ordered probe of tasks_scheduled_idx per queue (a plain
--- min() over `queue = ANY(...)` read every pending row: 26 ms with 120,000 of them).
+-- min() over `queue = ANY(...)` read every pending row, slower as the backlog grows).
 -- Limits hold tasks back too (SPEC §12): the moment a full rate limit frees a slot, and the
 -- end of an open circuit breaker's cool-down, count as "due" here; both read only the
 -- settings rows of queues that set those limits.

@@ -21,7 +21,7 @@ pass checks beyond "no 5xx" (tenant leaks, stranded tasks) is ours to write eith
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psycopg
@@ -109,7 +109,10 @@ def collect(n: int, routes: list[tuple[str, str]], known: list[str]) -> list[dic
         max_examples=n,
         database=None,
         deadline=None,
-        suppress_health_check=list(HealthCheck.__members__.values()),
+        # Iterating the enum skips the deprecated members (``__members__`` has them, and
+        # naming a deprecated health check is itself an error). The cast: hypothesis leaves
+        # its metaclass's __iter__ unannotated, so checkers see the metaclass, not members.
+        suppress_health_check=cast("list[HealthCheck]", [*HealthCheck]),
     )
     @given(
         st.sampled_from(routes),

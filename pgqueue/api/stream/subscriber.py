@@ -54,9 +54,9 @@ class Subscriber:
 
     ``offer`` writes a frame straight to the socket when the sender task is idle and nothing
     is buffered, instead of waking that task (queue put, future, task step) once per frame:
-    with 1,000 subscribers, server user CPU 1.63 -> 1.16 s and 55 -> 43 us per delivered
-    message, p99 107 -> 90 ms (medians of 3 interleaved runs of bench/ws_latency.py, 1,000 x
-    50 tasks). The write must complete without waiting; if uvicorn's transport pushes back
+    with many subscribers that wake-up was a large share of the server's CPU per delivered
+    message (docs/benchmarks.md has the A/B). The write must complete without waiting; if
+    uvicorn's transport pushes back
     (its buffer is full), the started send is handed to the sender task through the buffer,
     and later frames queue behind it: the router never waits for a client.
     """
