@@ -115,6 +115,13 @@ async def test_deliveries_are_signed_retried_and_not_duplicated(
                     "UPDATE pgqueue.tasks SET tags = tags || '{again}' WHERE id = ANY(%s)",
                     ([t.id for t in tasks],),
                 )
+
+            # The receiver answering comes before the worker records the delivery's outcome.
+            async def recorded() -> bool:
+                page = await queue.list(queue="pgqueue.webhooks")
+                return all(t.status is not Status.RUNNING for t in page.items)
+
+            await wait_for(recorded, timeout=30, what="the deliveries' outcomes recorded")
             deliveries = await queue.list(queue="pgqueue.webhooks")
     assert state.bad_signatures == 0
     assert set(state.accepted.values()) == {1}  # no event delivered twice
