@@ -215,7 +215,6 @@ BEGIN
         PERFORM pgqueue.budget_sweep();
     END IF;
     PERFORM pgqueue.wake_expired_waits();  -- signal waits whose `until` passed (SPEC §11)
-    PERFORM pgqueue.recheck_dependencies();  -- enqueues that raced a lock holder (§10)
 
     RETURN QUERY
     WITH stalled AS (

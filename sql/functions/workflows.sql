@@ -37,27 +37,17 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 
--- Before a task with depends_on is inserted: read its dependencies FOR SHARE and decide its
+-- Before a task with depends_on is inserted: read its dependencies FOR SHARE (a completion
+-- waits for this transaction, which closes the enqueue race: migration 0013) and decide its
 -- status. Any dependency failed or cancelled: the task is created cancelled
 -- (dependency_failed). Any unfinished: blocked, deps_left = how many. All completed: pending.
 -- A dependency that does not exist is an error (foreign_key_violation naming it).
--- The lock closes the enqueue race (migration 0013): a completion waits for this transaction.
--- It is taken SKIP LOCKED, so an enqueue never waits for anyone (migration 0015): a waiting
--- producer holding the dependencies it locked first is what deadlocked against a batch
--- finish ending them in another order. A dependency someone holds right now (a finish, a
--- claim, a heartbeat) is read as last committed; if unfinished, a dependency_checks row has
--- it looked at again once nobody holds it (pgqueue.recheck_dependencies).
 CREATE OR REPLACE FUNCTION pgqueue.on_task_insert_dependencies() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_found integer;
     v_left integer;
     v_failed uuid;
-    v_locked uuid[];
-    v_more integer;
-    v_more_left integer;
-    v_more_failed uuid;
-    v_unsure uuid[];
     v_missing uuid;
 BEGIN
     IF NEW.status NOT IN ('pending', 'blocked') THEN
@@ -67,26 +57,10 @@ BEGIN
     NEW.depends_on := ARRAY(SELECT u.d FROM unnest(NEW.depends_on) WITH ORDINALITY AS u(d, i)
                              GROUP BY u.d ORDER BY min(u.i));
     SELECT count(*), count(*) FILTER (WHERE d.status <> 'completed'),
-           (array_agg(d.id ORDER BY d.id) FILTER (WHERE d.status IN ('failed', 'cancelled')))[1],
-           array_agg(d.id)
-      INTO v_found, v_left, v_failed, v_locked
+           (array_agg(d.id ORDER BY d.id) FILTER (WHERE d.status IN ('failed', 'cancelled')))[1]
+      INTO v_found, v_left, v_failed
       FROM (SELECT t.id, t.status FROM pgqueue.tasks t
-             WHERE t.id = ANY(NEW.depends_on) ORDER BY t.id FOR SHARE SKIP LOCKED) d;
-    IF v_found < cardinality(NEW.depends_on) THEN
-        SELECT count(*), count(*) FILTER (WHERE d.status <> 'completed'),
-               (array_agg(d.id ORDER BY d.id)
-                    FILTER (WHERE d.status IN ('failed', 'cancelled')))[1],
-               array_agg(d.id) FILTER (WHERE d.status NOT IN ('completed', 'failed', 'cancelled'))
-          INTO v_more, v_more_left, v_more_failed, v_unsure
-          FROM pgqueue.tasks d
-         WHERE d.id = ANY(NEW.depends_on) AND d.id <> ALL(coalesce(v_locked, '{}'));
-        v_found := v_found + v_more;
-        v_left := v_left + v_more_left;
-        v_failed := coalesce(v_failed, v_more_failed);
-        IF v_failed IS NULL AND v_unsure IS NOT NULL THEN
-            INSERT INTO pgqueue.dependency_checks (depends_on) SELECT unnest(v_unsure);
-        END IF;
-    END IF;
+             WHERE t.id = ANY(NEW.depends_on) ORDER BY t.id FOR SHARE) d;
     IF v_found < cardinality(NEW.depends_on) THEN
         SELECT u.d INTO v_missing FROM unnest(NEW.depends_on) AS u(d)
          WHERE NOT EXISTS (SELECT 1 FROM pgqueue.tasks t WHERE t.id = u.d) LIMIT 1;
@@ -111,40 +85,26 @@ BEGIN
 END
 $$;
 
--- After a blocked task is inserted: its unresolved edges. The dependencies this insert
--- locked cannot have changed since it counted them; one it read unlocked may have completed
--- meanwhile (its finish committed before this statement's edges existed): then the count
--- is put right here, and the task is pending at once if nothing is left.
+-- After a blocked task is inserted: its unresolved edges. The dependencies are still locked
+-- FOR SHARE by this transaction, so these are the ones the insert counted.
 CREATE OR REPLACE FUNCTION pgqueue.on_task_insert_edges() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_edges integer;
 BEGIN
     INSERT INTO pgqueue.task_deps (depends_on, task_id)
     SELECT t.id, NEW.id FROM pgqueue.tasks t
      WHERE t.id = ANY(NEW.depends_on) AND t.status <> 'completed'
     ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS v_edges = ROW_COUNT;
-    IF v_edges < NEW.deps_left THEN
-        UPDATE pgqueue.tasks t
-           SET deps_left = v_edges,
-               status = CASE WHEN v_edges = 0 THEN 'pending'
-                             ELSE 'blocked' END::pgqueue.task_status,
-               run_at = CASE WHEN v_edges = 0 THEN greatest(t.run_at, now()) ELSE t.run_at END,
-               updated_at = now()
-         WHERE t.id = NEW.id;
-        IF v_edges = 0 THEN
-            PERFORM pg_notify('pgqueue_wakeup', NEW.queue);
-        END IF;
-    END IF;
     RETURN NULL;
 END
 $$;
 
 
 -- After any UPDATE of tasks: what follows a task's end.
--- Dependencies: pgqueue.dependencies_ended (below), for the tasks that ended in this
--- statement and for those pgqueue.recheck_dependencies finds unattended.
+-- Dependencies: the edges of every task that ended in this statement are deleted; each
+-- dependent's deps_left drops by its completed dependencies, and reaching 0 it is pending
+-- (due at max(run_at, now())); a dependent of a failed or cancelled one is cancelled with
+-- error dependency_failed, and so, in the same statement, is everything blocked below it
+-- (a recursive walk of the edges: no trigger recursion as deep as the graph).
 -- Signals: a task that began waiting for a signal already sent (it arrived while the attempt
 -- was ending) is pending again at once. This runs with a fresh snapshot after the statement
 -- that recorded the wait, and pgqueue.signal() locks the task row before it stores a signal,
@@ -176,32 +136,15 @@ BEGIN
     IF v_ended IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM pgqueue.dependencies_ended(v_ended || pgqueue.recheck_dependencies(false));
-    PERFORM pgqueue.webhooks_for(v_ended);
-    RETURN NULL;
-END
-$$;
 
--- The dependents of tasks that ended: their edges are deleted; each dependent's deps_left
--- drops by its completed dependencies, and reaching 0 it is pending (due at max(run_at,
--- now())); a dependent of a failed or cancelled one is cancelled with error
--- dependency_failed, and so, in the same statement, is everything blocked below it (a
--- recursive walk of the edges: no trigger recursion as deep as the graph). The dependents
--- are locked in id order before any is changed, so two finishes sharing dependents cannot
--- deadlock on them (migration 0015).
-CREATE OR REPLACE FUNCTION pgqueue.dependencies_ended(p_ended uuid[]) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_woken bigint;
-BEGIN
     WITH RECURSIVE gone AS (
-        DELETE FROM pgqueue.task_deps e WHERE e.depends_on = ANY(p_ended)
+        DELETE FROM pgqueue.task_deps e WHERE e.depends_on = ANY(v_ended)
         RETURNING e.task_id, e.depends_on
     ), hits AS (
         SELECT g.task_id,
                count(*) FILTER (WHERE d.status = 'completed') AS completed,
                (array_agg(g.depends_on) FILTER (WHERE d.status <> 'completed'))[1] AS failed
-          FROM gone g JOIN pgqueue.tasks d ON d.id = g.depends_on
+          FROM gone g JOIN new_rows d ON d.id = g.depends_on
          GROUP BY g.task_id
     ), doomed (task_id, dependency, root) AS (
         SELECT h.task_id, h.failed, h.failed FROM hits h WHERE h.failed IS NOT NULL
@@ -217,10 +160,6 @@ BEGIN
                 UNION ALL
                 SELECT x.task_id, 0, x.dependency, x.root FROM doomed x) a
          GROUP BY a.task_id
-    ), locked AS MATERIALIZED (
-        SELECT t.id FROM pgqueue.tasks t
-         WHERE t.id IN (SELECT f.task_id FROM fate f)
-         ORDER BY t.id FOR NO KEY UPDATE
     ), changed AS (
         UPDATE pgqueue.tasks t
            SET status = CASE WHEN f.dependency IS NOT NULL THEN 'cancelled'
@@ -237,65 +176,15 @@ BEGIN
                            'message', format('dependency %s did not complete', f.root))
                        ELSE t.error END,
                updated_at = now()
-          FROM fate f JOIN locked l ON l.id = f.task_id
+          FROM fate f
          WHERE t.id = f.task_id AND t.status = 'blocked'
         RETURNING t.queue, t.status
     )
     SELECT count(pg_notify('pgqueue_wakeup', q.queue)) INTO v_woken
       FROM (SELECT DISTINCT c.queue FROM changed c WHERE c.status = 'pending') q;
-END
-$$;
 
--- Dependencies an enqueue read without its lock (on_task_insert_dependencies). The enqueue's
--- edges are committed by the time its dependency_checks rows are seen. A dependency that
--- has ended is returned, for dependencies_ended to resolve its edges (the finish that ended
--- it may have run before the edges existed; resolving twice is harmless: each edge is
--- deleted once). One that has not ended is done with if nobody holds it right now (it
--- will see the edges when it ends); one held may be ending at this moment: its row stays
--- for the next call. That probe locks SKIP LOCKED and lets go at once (the block is rolled
--- back), so the caller goes on to lock dependents holding no lock out of order. With
--- p_resolve the function resolves them itself (the reaper's call); the finish trigger
--- merges them into its own statement instead. The table is empty but for the moments such
--- an enqueue races a lock holder.
-CREATE OR REPLACE FUNCTION pgqueue.recheck_dependencies(p_resolve boolean DEFAULT true)
-RETURNS uuid[] LANGUAGE plpgsql AS $$
-DECLARE
-    v_checks bigint[];
-    v_ended uuid[];
-    v_open uuid[];
-    v_idle uuid[] := '{}';
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pgqueue.dependency_checks) THEN
-        RETURN '{}';
-    END IF;
-    SELECT array_agg(c.id),
-           coalesce(array_agg(DISTINCT t.id) FILTER (
-               WHERE t.status IN ('completed', 'failed', 'cancelled')), '{}'),
-           coalesce(array_agg(DISTINCT t.id) FILTER (
-               WHERE t.status NOT IN ('completed', 'failed', 'cancelled')), '{}')
-      INTO v_checks, v_ended, v_open
-      FROM (SELECT c.id, c.depends_on FROM pgqueue.dependency_checks c ORDER BY c.id
-             LIMIT 1000) c
-      LEFT JOIN pgqueue.tasks t ON t.id = c.depends_on;
-    IF cardinality(v_open) > 0 THEN
-        BEGIN
-            SELECT coalesce(array_agg(t.id), '{}') INTO v_idle
-              FROM (SELECT t.id FROM pgqueue.tasks t WHERE t.id = ANY(v_open)
-                       FOR NO KEY UPDATE SKIP LOCKED) t;
-            RAISE SQLSTATE 'PQ001';  -- roll the probe back: its locks go with it
-        EXCEPTION WHEN SQLSTATE 'PQ001' THEN
-            NULL;
-        END;
-    END IF;
-    -- done: ended, idle, or gone (purged by retention); a held one stays
-    DELETE FROM pgqueue.dependency_checks c
-     WHERE c.id = ANY(v_checks) AND c.depends_on <> ALL(v_open)
-        OR c.id = ANY(v_checks) AND c.depends_on = ANY(v_idle);
-    IF p_resolve AND cardinality(v_ended) > 0 THEN
-        PERFORM pgqueue.dependencies_ended(v_ended);
-        RETURN '{}';
-    END IF;
-    RETURN v_ended;
+    PERFORM pgqueue.webhooks_for(v_ended);
+    RETURN NULL;
 END
 $$;
 
