@@ -30,9 +30,12 @@ RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT greatest(least(coalesce(n, 0), 1e18), 0)::float8
 $$;
 
--- A task's usage plus one attempt's report (NULL or {}: unchanged).
+-- A task's usage plus one attempt's report (NULL or {}: unchanged). STABLE, not IMMUTABLE:
+-- jsonb_build_object is STABLE, and PostgreSQL inlines a SQL function into the calling
+-- statement only when the body is no more volatile than the declaration; not inlined, every
+-- recorded outcome paid a SQL-function call for it (docs/benchmarks.md, issue 15).
 CREATE OR REPLACE FUNCTION pgqueue.usage_add(total jsonb, delta jsonb)
-RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN delta IS NULL OR delta = '{}'::jsonb THEN total ELSE jsonb_build_object(
         'input_tokens',  pgqueue.usage_tokens(coalesce((total->>'input_tokens')::numeric, 0)
                                               + coalesce((delta->>'input_tokens')::numeric, 0)),

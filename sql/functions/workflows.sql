@@ -116,10 +116,13 @@ DECLARE
     v_ended uuid[];
     v_waiting uuid[];
     v_woken bigint;
+    v_webhooks boolean;  -- an ended task has a callback_url (read here, not probed by id)
 BEGIN
     SELECT array_agg(n.id) FILTER (WHERE n.status IN ('completed', 'failed', 'cancelled')),
-           array_agg(n.id) FILTER (WHERE n.status = 'waiting')
-      INTO v_ended, v_waiting
+           array_agg(n.id) FILTER (WHERE n.status = 'waiting'),
+           bool_or(n.callback_url IS NOT NULL) FILTER (
+               WHERE n.status IN ('completed', 'failed', 'cancelled'))
+      INTO v_ended, v_waiting, v_webhooks
       FROM new_rows n WHERE n.status IN ('completed', 'failed', 'cancelled', 'waiting');
     IF v_waiting IS NOT NULL THEN
         WITH woken AS (
@@ -183,7 +186,9 @@ BEGIN
     SELECT count(pg_notify('pgqueue_wakeup', q.queue)) INTO v_woken
       FROM (SELECT DISTINCT c.queue FROM changed c WHERE c.status = 'pending') q;
 
-    PERFORM pgqueue.webhooks_for(v_ended);
+    IF v_webhooks THEN
+        PERFORM pgqueue.webhooks_for(v_ended);
+    END IF;
     RETURN NULL;
 END
 $$;
