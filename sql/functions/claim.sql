@@ -19,7 +19,11 @@
 -- tenth of the backlog, so once the table holds ~100,000 pending rows its estimate passes
 -- jit_above_cost and every claim compiled its expressions again (JIT code is not cached
 -- with the plan) for an index scan that stops after p_limit rows: most of a claim's time in
--- a big table (docs/benchmarks.md, issue 15).
+-- a big table (docs/benchmarks.md, issue 15). No sequential scans either: the generic plan is
+-- made at a connection's first claim, from whatever the table held then; a worker that
+-- started on an empty table planned the UPDATE as a sequential scan and read the whole table
+-- on every claim from then on (what the planner would pick on a tiny table, and it is never
+-- planned again without an ANALYZE). Every statement here has an index to probe.
 --
 -- Limits (SPEC §12) are enforced here, across all workers, by rules defined once in
 -- sql/functions/limits.sql (pgqueue.why() explains a task with the same rules). A claim whose
@@ -30,6 +34,7 @@ CREATE OR REPLACE FUNCTION pgqueue.claim(p_worker_id text, p_queues text[], p_ki
 RETURNS SETOF pgqueue.tasks LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 SET jit = off  -- see above
+SET enable_seqscan = off  -- see above
 AS $$
 DECLARE
     v_restricted text[];

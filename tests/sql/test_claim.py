@@ -43,13 +43,40 @@ async def test_claim_commits_asynchronously_without_leaking_the_setting(
     assert await cur.fetchone() == ("remote_apply",)
 
 
-async def test_claim_never_compiles_jit_and_plans_once(conn: psycopg.AsyncConnection[Any]) -> None:
+async def test_claim_plans_once_without_jit_or_sequential_scans(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
     """The generic plan's estimate of the due-row scan grows with the backlog (it cannot know
-    p_limit); past jit_above_cost every claim compiled JIT code again (claim.sql). Both
+    p_limit); past jit_above_cost every claim compiled JIT code again (claim.sql). The
     settings survive migrate's CREATE OR REPLACE."""
     await migrate(conn)
     cur = await conn.execute("SELECT proconfig FROM pg_proc WHERE oid = 'pgqueue.claim'::regproc")
-    assert await cur.fetchone() == (["plan_cache_mode=force_generic_plan", "jit=off"],)
+    assert await cur.fetchone() == (
+        ["plan_cache_mode=force_generic_plan", "jit=off", "enable_seqscan=off"],
+    )
+
+
+async def test_claim_plans_index_probes_on_a_table_that_was_empty(
+    queue: Queue, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """The claim's plan is made once per connection: a worker that started on an empty table
+    planned its UPDATE as a sequential scan and kept scanning the whole table on every claim
+    as the table grew. The claim reads the table through its indexes whatever it held when
+    the plan was made."""
+
+    async def seq_scans() -> int:
+        await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed when idle
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        cur = await conn.execute(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'pgqueue.tasks'::regclass"
+        )
+        return int((await cur.fetchone() or (0,))[0])
+
+    assert await claim(conn) == []  # planned on the empty table
+    await queue.enqueue_many([{"kind": "k", "payload": {"i": i}} for i in range(2000)])
+    before = await seq_scans()
+    assert len(await claim(conn, limit=5)) == 5
+    assert await seq_scans() == before
 
 
 async def test_batch_claim_order_ties_follow_insertion(
