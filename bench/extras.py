@@ -23,10 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -151,6 +154,53 @@ def idle_cost(server: str, seconds: float = 30) -> dict[str, float]:
         "statements_per_s": (last - first) / seconds,
         "transactions_per_s": (after - before) / seconds,
     }
+
+
+def pgbench_binary() -> str:
+    """pgbench from PATH or Debian's server packages; RuntimeError naming the package if absent."""
+    found = shutil.which("pgbench") or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)),
+        None,
+    )
+    if found is None:
+        raise RuntimeError(
+            "pgbench not found: apt-get install -y postgresql (or postgresql-client)"
+        )
+    return found
+
+
+def pgbench_inserts(server: str, clients: int, seconds: float) -> float:
+    """Single-row INSERTs, each its own durable commit, by `clients` pgbench connections for
+    `seconds`: rows/s. The table is a bare one (bigserial key, jsonb payload), like
+    bench/systems/rawsql_bench.py's, so this is the server's ceiling, not a queue's."""
+    dsn = fresh_database(server, "bench_floor")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE jobs (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
+    script = Path(tempfile.mkdtemp()) / "insert.sql"
+    script.write_text("INSERT INTO jobs (payload) VALUES ('{\"i\": 1}');\n")
+    out = subprocess.run(
+        [
+            pgbench_binary(),
+            "-n",
+            "-f",
+            str(script),
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, 2)),
+            "-T",
+            str(int(seconds)),
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # "tps = 1234.5 (without initial connection time)": one INSERT per transaction
+    tps = re.search(r"^tps = ([0-9.]+)", out.stdout, re.MULTILINE)
+    if tps is None:
+        raise RuntimeError(f"pgbench printed no tps:\n{out.stdout[-1000:]}{out.stderr[-1000:]}")
+    return float(tps.group(1))
 
 
 def worker_rss(server: str, n: int = 5000, concurrency: int = 100) -> float:

@@ -15,6 +15,11 @@
 -- connection. Each branch only picks the due rows; one UPDATE starts them, by
 -- `id = ANY(v_ids)`, an index probe per id whatever the estimate (joined to the due rows, the
 -- generic plan hash-joined a sequential scan of the whole table, slower as the table grows).
+-- No JIT: the generic plan cannot know p_limit and costs the due-row scan as if it read a
+-- tenth of the backlog, so once the table holds ~100,000 pending rows its estimate passes
+-- jit_above_cost and every claim compiled its expressions again (JIT code is not cached
+-- with the plan) for an index scan that stops after p_limit rows: most of a claim's time in
+-- a big table (docs/benchmarks.md, issue 15).
 --
 -- Limits (SPEC §12) are enforced here, across all workers, by rules defined once in
 -- sql/functions/limits.sql (pgqueue.why() explains a task with the same rules). A claim whose
@@ -24,6 +29,7 @@ CREATE OR REPLACE FUNCTION pgqueue.claim(p_worker_id text, p_queues text[], p_ki
                                          p_limit integer)
 RETURNS SETOF pgqueue.tasks LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
+SET jit = off  -- see above
 AS $$
 DECLARE
     v_restricted text[];

@@ -23,7 +23,7 @@ from pgqueue.client import Client
 from pgqueue.db import tokens as db_tokens
 from pgqueue.db.pool import connect
 from pgqueue.settings import Settings
-from tests.helpers import ROOT, fast_settings, wait_for
+from tests.helpers import ROOT, fast_settings, stop_processes, wait_for
 
 
 class Tokens(msgspec.Struct):
@@ -193,15 +193,8 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Processes a test starts; terminated (then killed) after it."""
     started: list[subprocess.Popen[bytes]] = []
     yield started
+    stop_processes(started, timeout=15)
     for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in started:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()

@@ -223,6 +223,16 @@ async def test_unknown_id_flood_does_not_slow_enqueue_for_others(
         errors = 0
         code: int | None = None
 
+        # Built before the flood, and sent from a thread with its own event loop: the
+        # flooder's own CPU (uuid4, JSON, compression) must not starve bob's client loop, or a
+        # loaded machine idles bob's keep-alive connection past the server's timeout and his
+        # next POST meets a closed socket (httpx.ReadError) — the client's fault, not the
+        # server's.
+        ops = [
+            json.dumps({"op": "subscribe", "task_ids": [str(uuid.uuid4()) for _ in range(1000)]})
+            for _ in range(500)
+        ]
+
         async def flood() -> None:
             nonlocal errors, code
             async with websockets.connect(ws_url, additional_headers=headers) as ws:
@@ -237,15 +247,14 @@ async def test_unknown_id_flood_does_not_slow_enqueue_for_others(
                     code = ws.close_code
 
                 reader = asyncio.create_task(read())
-                for _ in range(500):
-                    op = {"op": "subscribe", "task_ids": [str(uuid.uuid4()) for _ in range(1000)]}
+                for op in ops:
                     try:
-                        await ws.send(json.dumps(op))
+                        await ws.send(op)
                     except websockets.ConnectionClosed:
                         break
                 await asyncio.wait_for(reader, 120)
 
-        flooding = asyncio.create_task(flood())
+        flooding = asyncio.create_task(asyncio.to_thread(asyncio.run, flood()))
         during = statistics.median(await enqueue_latencies(30))
         await asyncio.wait_for(flooding, 120)
     assert code == 1008

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from pgqueue.db.migrate import migrate
 from pgqueue.db.pool import connect
 from pgqueue.queue import Queue
 from pgqueue.tasks import Status
@@ -40,6 +41,15 @@ async def test_claim_commits_asynchronously_without_leaking_the_setting(
     assert len(await claim(conn)) == 1
     cur = await conn.execute("SHOW synchronous_commit")
     assert await cur.fetchone() == ("remote_apply",)
+
+
+async def test_claim_never_compiles_jit_and_plans_once(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The generic plan's estimate of the due-row scan grows with the backlog (it cannot know
+    p_limit); past jit_above_cost every claim compiled JIT code again (claim.sql). Both
+    settings survive migrate's CREATE OR REPLACE."""
+    await migrate(conn)
+    cur = await conn.execute("SELECT proconfig FROM pg_proc WHERE oid = 'pgqueue.claim'::regproc")
+    assert await cur.fetchone() == (["plan_cache_mode=force_generic_plan", "jit=off"],)
 
 
 async def test_batch_claim_order_ties_follow_insertion(

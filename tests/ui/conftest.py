@@ -22,7 +22,7 @@ from playwright.async_api import async_playwright
 
 from pgqueue.settings import Settings
 from tests.api.conftest import create_token, free_port, serve_process, wait_healthy
-from tests.helpers import fast_settings, worker_process
+from tests.helpers import fast_settings, stop_processes, worker_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ENABLE = (
@@ -80,15 +80,8 @@ class Stack(msgspec.Struct):
 def started() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
+    stop_processes(procs, timeout=20)
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
