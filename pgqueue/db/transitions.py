@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db import heartbeats
 from pgqueue.db.queries import QUERIES
-from pgqueue.db.rows import task_row
+from pgqueue.db.rows import STATUS, task_row
 from pgqueue.errors import NotFound, StaleLease
 from pgqueue.outcomes import Completed, Failed, Outcome, OutcomeName, Waiting, name_of
 from pgqueue.tasks import Status, Task, TaskId, Usage
@@ -185,7 +185,7 @@ async def finish_many(
     async with pool.connection() as conn:
         cur = await conn.execute(QUERIES["task_finish_many"], params)
         done = await cur.fetchall()
-    return {TaskId(row[0]): Status(row[1]) for row in done}
+    return {TaskId(row[0]): STATUS[row[1]] for row in done}
 
 
 async def refusal(pool: AsyncConnectionPool, task_id: uuid.UUID, lease: str) -> Exception:

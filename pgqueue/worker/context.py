@@ -43,6 +43,17 @@ class Reporter(Protocol):
     async def signal_payload(self, task: Task, name: str) -> tuple[bool, Any]: ...
 
 
+_LOGGERS: dict[str, logging.Logger] = {}
+
+
+def _logger(kind: str) -> logging.Logger:
+    """The logger of a kind's handlers, looked up once per kind (not once per attempt)."""
+    logger = _LOGGERS.get(kind)
+    if logger is None:
+        logger = _LOGGERS[kind] = logging.getLogger(f"pgqueue.task.{kind}")
+    return logger
+
+
 class Context:
     """Handed to every handler call: the task, progress, checkpoints, usage, cancellation."""
 
@@ -54,7 +65,7 @@ class Context:
         self.exit_code: int | None = None  # set by command tasks; recorded with the outcome
         # {dependency id: its result} (SPEC §10), filled before the handler starts
         self.dependency_results: dict[str, Any] = {}
-        self.log = logging.getLogger(f"pgqueue.task.{task.kind}")
+        self.log = _logger(task.kind)
         self._loop = asyncio.get_running_loop()
         # The asyncio task running this attempt: a cancel seen in a progress answer stops it.
         self._attempt = asyncio.current_task()

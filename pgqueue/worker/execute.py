@@ -68,6 +68,12 @@ async def execute(
     return outcome, ctx
 
 
+async def _call(handler: Handler, ctx: Context, payload: Any) -> Any:
+    if handler.is_async:
+        return await handler.fn(ctx, payload)
+    return await asyncio.to_thread(handler.fn, ctx, payload)
+
+
 async def _attempt(
     task: Task,
     handler: Handler,
@@ -81,11 +87,11 @@ async def _attempt(
         if task.depends_on:
             ctx.dependency_results = await reporter.dependency_results(task)
         payload = handler.decode_payload(task.payload)
-        async with asyncio.timeout(timeout_s):
-            if handler.is_async:
-                result = await handler.fn(ctx, payload)
-            else:
-                result = await asyncio.to_thread(handler.fn, ctx, payload)
+        if timeout_s is None:  # no timer to arm (most tasks): the call alone
+            result = await _call(handler, ctx, payload)
+        else:
+            async with asyncio.timeout(timeout_s):
+                result = await _call(handler, ctx, payload)
         encoded = msgspec.json.encode(result)  # unstorable: the handler's bug, say so now
         completed = Completed(result=result, usage=ctx.usage, exit_code=ctx.exit_code)
         try:
