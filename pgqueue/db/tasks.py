@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from psycopg import AsyncCursor
+from psycopg.pq import TransactionStatus
 from psycopg.rows import RowMaker, tuple_row
 
 from pgqueue.db.errors import translated
@@ -51,9 +52,27 @@ class Signalled(NamedTuple):
 _TASK_STATUS_AT = list(Task.__struct_fields__).index("status")
 
 
+async def lock_dependencies(conn: Conn, ids: Sequence[uuid.UUID]) -> None:
+    """Lock an enqueue's dependencies until its transaction ends, all at once, never
+    waiting while holding one (``sql/queries/task_dependencies.sql``)."""
+    await conn.execute(QUERIES["task_lock_dependencies"], {"ids": sorted(set(ids))})
+
+
 async def insert(conn: Conn, task: NewTask, payload: str) -> Inserted | None:
     """Insert one validated task (``payload`` already JSON); None when its owner's
-    idempotency key is taken (the caller reads the holder)."""
+    idempotency key is taken (the caller reads the holder). Its dependencies are locked
+    first, in the same transaction (a transaction of its own on an autocommit connection)."""
+    if not task.depends_on:
+        return await _insert(conn, task, payload)
+    if conn.info.transaction_status != TransactionStatus.IDLE:  # the caller's transaction
+        await lock_dependencies(conn, task.depends_on)
+        return await _insert(conn, task, payload)
+    async with conn.transaction():
+        await lock_dependencies(conn, task.depends_on)
+        return await _insert(conn, task, payload)
+
+
+async def _insert(conn: Conn, task: NewTask, payload: str) -> Inserted | None:
     cur = conn.cursor(row_factory=_inserted_row)
     with translated():
         await cur.execute(
@@ -81,10 +100,15 @@ async def insert(conn: Conn, task: NewTask, payload: str) -> Inserted | None:
     return await cur.fetchone()
 
 
-async def insert_many(conn: Conn, rows_json: str, user_id: str | None) -> list[Inserted]:
+async def insert_many(
+    conn: Conn, rows_json: str, user_id: str | None, dependencies: Sequence[uuid.UUID] = ()
+) -> list[Inserted]:
     """Insert a batch given as one JSON array of ``NewTask`` rows in one statement, in input
     order (``seq``); rows whose key their owner already used are skipped. ``user_id`` owns
-    the rows that name no owner."""
+    the rows that name no owner. ``dependencies``: every ``depends_on`` of the batch, locked
+    first; the caller runs this in a transaction when there are any."""
+    if dependencies:
+        await lock_dependencies(conn, dependencies)
     cur = conn.cursor(row_factory=_inserted_row)
     with translated():
         await cur.execute(QUERIES["task_insert_many"], {"tasks": rows_json, "user_id": user_id})

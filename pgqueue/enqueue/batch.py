@@ -79,7 +79,8 @@ async def _insert_many(
     settings: Settings,
 ) -> list[Task]:
     try:
-        inserted = await db.insert_many(conn, rows_json, user_id)  # seq: input order
+        deps = [d for t in batch for d in t.depends_on]
+        inserted = await db.insert_many(conn, rows_json, user_id, deps)  # seq: input order
     except MissingDependency as exc:
         field = _dependency_field(batch, exc.task_id)
         raise NotFound(f"{field}: task {exc.task_id} does not exist") from None

@@ -84,6 +84,11 @@ BEGIN
         END IF;
         v_owner := v_parent_owner;
     END IF;
+    IF cardinality(enqueue.depends_on) > 0 THEN
+        -- all at once, never waiting while holding one (sql/functions/workflows.sql, "Lock
+        -- order"); the insert's trigger then finds them held
+        PERFORM pgqueue.lock_tasks(enqueue.depends_on);
+    END IF;
     LOOP
         INSERT INTO pgqueue.tasks AS t (kind, payload, queue, priority, run_at, max_retries,
                                         timeout_s, idempotency_key, user_id, tags, parent_id,
@@ -132,6 +137,14 @@ RETURNS pgqueue.tasks LANGUAGE plpgsql AS $$
 DECLARE
     v_task pgqueue.tasks;
 BEGIN
+    -- A task that is not running ends now, and with it everything blocked below it (the
+    -- update's trigger): lock them all first, all or none (sql/functions/workflows.sql, "Lock
+    -- order"), so this cancel never holds the task while it waits for one below. A running
+    -- one is only flagged: one row.
+    IF EXISTS (SELECT 1 FROM pgqueue.tasks t
+                WHERE t.id = cancel.task_id AND t.status IN ('pending', 'blocked', 'waiting')) THEN
+        PERFORM pgqueue.lock_below(cancel.task_id);
+    END IF;
     -- blocked and waiting tasks hold no worker: cancelled at once, like pending ones (§2)
     UPDATE pgqueue.tasks t
        SET status = CASE WHEN t.status = 'running' THEN t.status
@@ -168,12 +181,19 @@ DECLARE
 BEGIN
     -- A task with dependencies goes back to blocked on those not completed by now (SPEC
     -- §10), read FOR SHARE as at enqueue, so a completion racing this retry is counted once.
+    -- The task (FOR UPDATE) and its dependencies are locked all or none, never waiting while
+    -- holding one (sql/functions/workflows.sql, "Lock order"); depends_on never changes, so
+    -- it is read before the lock.
     SELECT t.* INTO v_task FROM pgqueue.tasks t
-     WHERE t.id = task_id AND t.status IN ('failed', 'cancelled') FOR UPDATE;
+     WHERE t.id = task_id AND t.status IN ('failed', 'cancelled');
+    IF v_task.id IS NOT NULL THEN
+        PERFORM pgqueue.lock_tasks(v_task.depends_on, ARRAY[v_task.id]);
+        SELECT t.* INTO v_task FROM pgqueue.tasks t
+         WHERE t.id = task_id AND t.status IN ('failed', 'cancelled');
+    END IF;
     IF v_task.id IS NOT NULL AND cardinality(v_task.depends_on) > 0 THEN
         SELECT count(*) FILTER (WHERE d.status <> 'completed') INTO v_left
-          FROM (SELECT t.status FROM pgqueue.tasks t
-                 WHERE t.id = ANY(v_task.depends_on) ORDER BY t.id FOR SHARE) d;
+          FROM pgqueue.tasks d WHERE d.id = ANY(v_task.depends_on);
         INSERT INTO pgqueue.task_deps (depends_on, task_id)
         SELECT t.id, v_task.id FROM pgqueue.tasks t
          WHERE t.id = ANY(v_task.depends_on) AND t.status <> 'completed'

@@ -39,7 +39,9 @@ $$;
 
 -- Before a task with depends_on is inserted: read its dependencies FOR SHARE (a completion
 -- waits for this transaction, which closes the enqueue race: migration 0013) and decide its
--- status. Any dependency failed or cancelled: the task is created cancelled
+-- status. pgqueue's own enqueues (Python, HTTP, pgqueue.enqueue()) have locked them already,
+-- all of a batch's at once, with pgqueue.lock_tasks, so this finds them held and never waits;
+-- a raw INSERT from psql waits here, in id order (see "Lock order" below). Any dependency failed or cancelled: the task is created cancelled
 -- (dependency_failed). Any unfinished: blocked, deps_left = how many. All completed: pending.
 -- A dependency that does not exist is an error (foreign_key_violation naming it).
 CREATE OR REPLACE FUNCTION pgqueue.on_task_insert_dependencies() RETURNS trigger
@@ -99,6 +101,146 @@ END
 $$;
 
 
+-- Lock order (docs/architecture.md, "Lock order"). Statements that lock several task rows
+-- are of two kinds, and that alone rules out a cycle of waits:
+--   enders (a finish batch, the reaper, a cancel, an UPDATE from psql) hold the rows they
+--   end, taken in whatever order the plan visits them (ordering a finish batch would cost
+--   the drain a second pass over its rows), then wait for the blocked dependents they
+--   change, in id order (lock_dependents), and for nothing else of tasks;
+--   everyone else (an enqueue with dependencies, a retry by hand, a cancel down the graph)
+--   takes all its rows at once without waiting and, when one is held, lets go of all of
+--   them before it waits (lock_tasks, lock_below): it never waits while holding a task row.
+-- So a wait for a task row is for a holder that waits for no task row (done soon), or for an
+-- ender that waits, in id order, only for blocked tasks that no ender holds out of order.
+-- Heartbeats skip rows someone holds (task_heartbeat_many), and single-row statements
+-- (progress, checkpoint, signal) hold one row and wait for nothing after it.
+
+-- Wait until each of these tasks can be locked (FOR SHARE, or FOR UPDATE for p_update),
+-- one at a time, each lock let go at once: the caller holds none of them while it waits.
+CREATE OR REPLACE FUNCTION pgqueue.wait_for_holders(p_share uuid[], p_update uuid[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_id uuid;
+BEGIN
+    FOR v_id IN SELECT DISTINCT u FROM unnest(p_share) AS u LOOP
+        BEGIN
+            PERFORM FROM pgqueue.tasks t WHERE t.id = v_id FOR SHARE;
+            RAISE SQLSTATE 'PQ001';  -- roll the block back: the lock goes with it
+        EXCEPTION WHEN SQLSTATE 'PQ001' THEN
+            NULL;
+        END;
+    END LOOP;
+    FOR v_id IN SELECT DISTINCT u FROM unnest(p_update) AS u LOOP
+        BEGIN
+            PERFORM FROM pgqueue.tasks t WHERE t.id = v_id FOR UPDATE;
+            RAISE SQLSTATE 'PQ001';
+        EXCEPTION WHEN SQLSTATE 'PQ001' THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$$;
+
+-- Lock p_share FOR SHARE and p_update FOR UPDATE, all or none: NOWAIT, and when a row is
+-- held by another transaction the block rolls back (releasing what it took), waits for the
+-- holders holding nothing, and tries again. The locks last until the caller's transaction
+-- ends. Tasks that do not exist are not locked (the caller finds them missing).
+CREATE OR REPLACE FUNCTION pgqueue.lock_tasks(p_share uuid[], p_update uuid[] DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM FROM pgqueue.tasks t WHERE t.id = ANY(p_update) FOR UPDATE NOWAIT;
+            PERFORM FROM pgqueue.tasks t WHERE t.id = ANY(p_share) FOR SHARE NOWAIT;
+            RETURN;  -- the block's subtransaction commits: the locks stay
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+        PERFORM pgqueue.wait_for_holders(p_share, p_update);
+    END LOOP;
+END
+$$;
+
+-- The tasks an end of p_ended changes through task_deps: their direct dependents and, below
+-- the ones in p_doomed (failed or cancelled), everything reachable (cancelled with them).
+-- Sorted by id. A fresh snapshot at each call (plpgsql callers: one statement each).
+CREATE OR REPLACE FUNCTION pgqueue.tasks_below(p_ended uuid[], p_doomed uuid[])
+RETURNS uuid[] LANGUAGE sql AS $$
+    WITH RECURSIVE doomed (task_id) AS (
+        SELECT e.task_id FROM pgqueue.task_deps e WHERE e.depends_on = ANY(p_doomed)
+        UNION
+        SELECT e.task_id FROM doomed d JOIN pgqueue.task_deps e ON e.depends_on = d.task_id
+    )
+    SELECT coalesce(array_agg(b.id ORDER BY b.id), '{}')
+      FROM (SELECT e.task_id FROM pgqueue.task_deps e WHERE e.depends_on = ANY(p_ended)
+            UNION
+            SELECT d.task_id FROM doomed d) AS b(id)
+$$;
+
+-- An ender's second step (on_tasks_finished): lock, in id order, the blocked tasks its end
+-- changes, before any is changed. Its ended rows are held, so no new edge from them can
+-- appear (an enqueue or a retry adding one holds the dependency FOR SHARE): the direct
+-- dependents are final. Below a failed one the graph may grow while this waits (an edge
+-- from a dependent not yet locked): then the locks of this step are let go (the block rolls
+-- back) and taken again, in id order, for the larger set.
+CREATE OR REPLACE FUNCTION pgqueue.lock_dependents(p_ended uuid[], p_doomed uuid[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_set uuid[] := pgqueue.tasks_below(p_ended, p_doomed);
+    v_now uuid[];
+BEGIN
+    IF coalesce(cardinality(p_doomed), 0) = 0 THEN
+        PERFORM FROM pgqueue.tasks t WHERE t.id = ANY(v_set) AND t.status = 'blocked'
+          ORDER BY t.id FOR NO KEY UPDATE;
+        RETURN;
+    END IF;
+    LOOP
+        BEGIN
+            PERFORM FROM pgqueue.tasks t WHERE t.id = ANY(v_set) AND t.status = 'blocked'
+              ORDER BY t.id FOR NO KEY UPDATE;
+            v_now := pgqueue.tasks_below(p_ended, p_doomed);
+            IF v_now <@ v_set THEN
+                RETURN;  -- the block commits: the locks stay
+            END IF;
+            RAISE SQLSTATE 'PQ001';
+        EXCEPTION WHEN SQLSTATE 'PQ001' THEN
+            v_set := v_now;
+        END;
+    END LOOP;
+END
+$$;
+
+-- A cancel of a task that is not running (pgqueue.cancel): the task and everything below it
+-- (cancelled with it), locked all or none like lock_tasks, until the set locked is all there
+-- is below (an edge added before the lock was taken is seen by the check after it).
+CREATE OR REPLACE FUNCTION pgqueue.lock_below(p_task uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_set uuid[];
+    v_now uuid[] := ARRAY[p_task] || pgqueue.tasks_below('{}', ARRAY[p_task]);
+    v_busy boolean;
+BEGIN
+    LOOP
+        v_set := v_now;
+        BEGIN
+            PERFORM FROM pgqueue.tasks t WHERE t.id = ANY(v_set) FOR NO KEY UPDATE NOWAIT;
+            v_now := ARRAY[p_task] || pgqueue.tasks_below('{}', ARRAY[p_task]);
+            IF v_now <@ v_set THEN
+                RETURN;
+            END IF;
+            RAISE SQLSTATE 'PQ001';  -- it grew: let go, and lock the larger set
+        EXCEPTION
+            WHEN lock_not_available THEN v_busy := true;
+            WHEN SQLSTATE 'PQ001' THEN v_busy := false;
+        END;
+        IF v_busy THEN
+            PERFORM pgqueue.wait_for_holders('{}', v_set);
+        END IF;
+    END LOOP;
+END
+$$;
+
+
 -- After any UPDATE of tasks: what follows a task's end.
 -- Dependencies: the edges of every task that ended in this statement are deleted; each
 -- dependent's deps_left drops by its completed dependencies, and reaching 0 it is pending
@@ -114,15 +256,17 @@ CREATE OR REPLACE FUNCTION pgqueue.on_tasks_finished() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ended uuid[];
+    v_doomed uuid[];
     v_waiting uuid[];
     v_woken bigint;
     v_webhooks boolean;  -- an ended task has a callback_url (read here, not probed by id)
 BEGIN
     SELECT array_agg(n.id) FILTER (WHERE n.status IN ('completed', 'failed', 'cancelled')),
+           array_agg(n.id) FILTER (WHERE n.status IN ('failed', 'cancelled')),
            array_agg(n.id) FILTER (WHERE n.status = 'waiting'),
            bool_or(n.callback_url IS NOT NULL) FILTER (
                WHERE n.status IN ('completed', 'failed', 'cancelled'))
-      INTO v_ended, v_waiting, v_webhooks
+      INTO v_ended, v_doomed, v_waiting, v_webhooks
       FROM new_rows n WHERE n.status IN ('completed', 'failed', 'cancelled', 'waiting');
     IF v_waiting IS NOT NULL THEN
         WITH woken AS (
@@ -139,7 +283,18 @@ BEGIN
     IF v_ended IS NULL THEN
         RETURN NULL;
     END IF;
+    -- No edge anywhere (a queue that uses no dependencies: one read of an empty table), or
+    -- none from the tasks that ended: nothing below them to change.
+    IF NOT EXISTS (SELECT 1 FROM pgqueue.task_deps)
+       OR NOT EXISTS (SELECT 1 FROM pgqueue.task_deps e WHERE e.depends_on = ANY(v_ended)) THEN
+        IF v_webhooks THEN
+            PERFORM pgqueue.webhooks_for(v_ended);
+        END IF;
+        RETURN NULL;
+    END IF;
 
+    -- the dependents, locked in id order before any is changed (see "Lock order" above)
+    PERFORM pgqueue.lock_dependents(v_ended, v_doomed);
     WITH RECURSIVE gone AS (
         DELETE FROM pgqueue.task_deps e WHERE e.depends_on = ANY(v_ended)
         RETURNING e.task_id, e.depends_on

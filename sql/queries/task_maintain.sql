@@ -5,12 +5,32 @@
 -- their cancel flag: a task missing from the answer was reaped and must be abandoned; a set
 -- flag is the polling fallback for a missed cancel NOTIFY. Only heartbeat_at changes, an
 -- unindexed column, so these updates are HOT.
-UPDATE pgqueue.tasks t
-   SET heartbeat_at = now(), updated_at = now()
-  FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS h(id, attempt)
- WHERE t.id = h.id AND t.status = 'running' AND t.attempts = h.attempt
-   AND t.worker_id = %(worker_id)s
-RETURNING t.id, t.cancel_requested;
+-- A row another transaction holds right now is skipped, not waited for: the finish of the
+-- same worker ends these rows in its own order, so a heartbeat waiting for one of them while
+-- holding others deadlocked with it (sql/functions/workflows.sql, "Lock order"). A skipped
+-- row is answered from the last committed state (the lease as it stands; a cancel being
+-- flagged is seen by the next beat), so the worker keeps it; its heartbeat_at is refreshed
+-- by the next beat. The holder is brief (a finish, a cancel, a producer's FOR SHARE of a
+-- dependency) or the reaper, whose requeue the next beat reports as a loss.
+WITH beat AS (
+    UPDATE pgqueue.tasks t
+       SET heartbeat_at = now(), updated_at = now()
+      FROM (SELECT l.id FROM pgqueue.tasks l
+              JOIN unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS h(id, attempt)
+                ON l.id = h.id
+             WHERE l.status = 'running' AND l.attempts = h.attempt
+               AND l.worker_id = %(worker_id)s
+               FOR NO KEY UPDATE OF l SKIP LOCKED) mine
+     WHERE t.id = mine.id
+    RETURNING t.id, t.cancel_requested
+)
+SELECT b.id, b.cancel_requested FROM beat b
+UNION ALL
+SELECT t.id, t.cancel_requested
+  FROM pgqueue.tasks t
+  JOIN unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS h(id, attempt) ON t.id = h.id
+ WHERE t.status = 'running' AND t.attempts = h.attempt AND t.worker_id = %(worker_id)s
+   AND t.id NOT IN (SELECT b.id FROM beat b);
 
 -- name: task_progress
 -- Save progress (also a heartbeat). Returns the cancel flag; no row means the lease is stale.
