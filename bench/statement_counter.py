@@ -119,7 +119,15 @@ class StatementCounter:
         )
         self._ready.set()
         self._loop.run_forever()
+        # Close everything before the loop itself: the tests run with warnings as errors,
+        # and a loop or socket left for the garbage collector is a ResourceWarning.
         server.close()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -130,12 +138,17 @@ class StatementCounter:
         frontend = _Frontend(self)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, read: bool) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    if read:
-                        frontend.feed(data)
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
+            try:
+                with contextlib.suppress(OSError):
+                    while data := await src.read(65536):
+                        if read:
+                            frontend.feed(data)
+                        dst.write(data)
+                        await dst.drain()
+            finally:
+                dst.close()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        with contextlib.suppress(asyncio.CancelledError):
+            # Cancelled when the counter stops: end normally, since asyncio's stream server
+            # logs an error for a client task that ends cancelled (Python 3.11).
+            await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pgqueue.settings import Settings
 from pgqueue.worker.handlers import App
@@ -117,3 +119,26 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) 
             proc.wait()
             codes.append(-9)
     return codes
+
+
+class StatementCount(Protocol):
+    """What the tests use of bench/statement_counter.py's ``StatementCounter``."""
+
+    dsn: str
+
+    def snapshot(self) -> tuple[int, Counter[str]]: ...
+
+
+@contextlib.contextmanager
+def counting_statements(dsn: str) -> Generator[StatementCount, None, None]:
+    """The benchmarks' wire-level statement counter (a TCP proxy) in front of ``dsn``: connect
+    to its ``.dsn``; ``snapshot()`` gives the statements so far and their texts."""
+    spec = importlib.util.spec_from_file_location(
+        "statement_counter", ROOT / "bench" / "statement_counter.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    counter: Any = module.StatementCounter(dsn)
+    with counter:
+        yield counter
