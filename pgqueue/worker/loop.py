@@ -50,6 +50,22 @@ class DbClaimer:
         self._pool = pool
         self._info = info
         self._poll_s = poll_s
+        # The last answer of the next-due probe, kept until something could have made a task
+        # due sooner: an idle worker asked it at every poll, 40 % of what it cost the database
+        # doing nothing. ``_known`` says the answer is usable; ``_changes`` counts the
+        # invalidations, so an answer that raced one is not kept.
+        self._next_due: datetime | None = None
+        self._known = False
+        self._changes = 0
+
+    def forget_next_due(self) -> None:
+        """Something may have made a task of our queues due sooner than the probe said: a
+        wake-up NOTIFY (an insert, a retry, a requeue, a limit raised), a listener reconnect
+        (notifications lost), an outcome of ours written (it may have opened a circuit
+        breaker, whose cool-down's end is "due" too). A claim needs none: it takes only tasks
+        due already, and the answer is about later ones."""
+        self._known = False
+        self._changes += 1
 
     async def claim(self, limit: int, running: int) -> list[Task]:
         return await transitions.claim(
@@ -57,14 +73,28 @@ class DbClaimer:
         )
 
     async def idle_s(self) -> float:
-        """Seconds until the earliest future task of our queues, capped by the poll interval."""
-        try:
-            due = await transitions.next_run_at(self._pool, self._info.queues, self._info.kinds)
-        except psycopg.OperationalError:
-            return self._poll_s
+        """Seconds until the earliest future task of our queues, capped by the poll interval.
+
+        The probe's answer is reused until ``forget_next_due`` or until that moment passes
+        (then the claim there found it taken or not due, and only a new probe can tell what
+        is next). A task made due without any NOTIFY (an operator's UPDATE in psql) is still
+        claimed by the poll: the cache only decides how much sooner than that to wake.
+        """
+        now = datetime.now(UTC)
+        if not self._known or (self._next_due is not None and self._next_due <= now):
+            changes = self._changes
+            try:
+                due = await transitions.next_run_at(self._pool, self._info.queues, self._info.kinds)
+            except psycopg.OperationalError:
+                return self._poll_s
+            if changes == self._changes:  # nothing happened meanwhile that it could miss
+                self._next_due, self._known = due, True
+            now = datetime.now(UTC)
+        else:
+            due = self._next_due
         if due is None:
             return self._poll_s
-        wait = float((due - datetime.now(UTC)).total_seconds())
+        wait = float((due - now).total_seconds())
         return min(max(wait, 0.01), self._poll_s)
 
     async def heartbeat(self, running: Sequence[Task]) -> HeartbeatAnswer:
@@ -99,13 +129,14 @@ class Worker:
         self.listener = Listener(settings.listen_target, [WAKEUP, CANCEL])
         # the handlers' Queue (children, wait_children) shares the pool and the LISTEN
         queue = Queue(settings=settings, pool=self.pool, listener=self.listener)
+        self.claimer = DbClaimer(self.pool, self.info, settings.poll_s)
         self.outbox = Outbox(
             self.pool, settings, self.id, app.handlers, DatabaseReporter(self.pool, queue),
-            on_recorded=lambda: self.core.wake(),
+            on_recorded=self._wake,
         )  # fmt: skip
         self.core = Core(
             app,
-            DbClaimer(self.pool, self.info, settings.poll_s),
+            self.claimer,
             self.outbox,
             concurrency=concurrency,
             heartbeat_s=settings.heartbeat_s,
@@ -128,7 +159,7 @@ class Worker:
         try:
             self.listener.subscribe(WAKEUP, self._on_wakeup)
             self.listener.subscribe(CANCEL, self._on_cancel)
-            self.listener.on_reconnect(self.core.wake)
+            self.listener.on_reconnect(self._wake)
             await self.listener.start()
             await self._register()
             start_maintenance(self.core.supervisor, self.pool, self.settings)
@@ -155,9 +186,14 @@ class Worker:
         except psycopg.OperationalError as exc:
             log.warning("worker %s: registering failed (%s); the heartbeat will", self.id, exc)
 
+    def _wake(self) -> None:
+        """Claim now, and ask again when the next task is due."""
+        self.claimer.forget_next_due()
+        self.core.wake()
+
     def _on_wakeup(self, queue: str) -> None:
         if queue in self.queues:
-            self.core.wake()
+            self._wake()
 
     def _on_cancel(self, payload: str) -> None:
         with contextlib.suppress(ValueError):

@@ -13,7 +13,7 @@ import pgqueue
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
 from pgqueue.tasks import Status
-from tests.helpers import fast_settings, running_worker, wait_for
+from tests.helpers import counting_statements, fast_settings, running_worker, wait_for
 
 app = pgqueue.App()
 started: dict[str, asyncio.Event] = {}
@@ -228,6 +228,48 @@ async def test_future_task_starts_when_due_without_notify(queue: Queue, fast: Se
     assert done.started_at is not None
     late = (done.started_at - done.run_at).total_seconds()
     assert 0 <= late < 1.0  # the worker slept until run_at, not until the next poll
+
+
+async def test_an_idle_worker_asks_when_the_next_task_is_due_only_after_a_change(
+    queue: Queue, fast: Settings
+) -> None:
+    """It polls (a claim every poll_s: the fallback for a missed NOTIFY) but keeps the
+    next-due probe's answer until a wake-up says something changed; then it asks again and
+    still starts the new task when due."""
+    with counting_statements(fast.dsn) as counter:
+        settings = fast_settings(counter.dsn, poll_s=0.2, heartbeat_s=5.0, stall_s=15.0, reap_s=5.0)
+        async with running_worker(app, settings):
+            await asyncio.sleep(0.5)  # idle: claimed nothing, asked once
+            total0, texts0 = counter.snapshot()
+            await asyncio.sleep(2.0)
+            total1, texts1 = counter.snapshot()
+            task = await queue.enqueue("echo", {}, delay_s=0.5)  # NOTIFY: ask again
+            done = await queue.wait(task.id, timeout_s=10)
+            _, texts2 = counter.snapshot()
+    probes = sum(n for text, n in (texts1 - texts0).items() if text.startswith("SELECT least("))
+    assert probes == 0
+    assert total1 - total0 >= 5  # ~10 claims in 2 s: it still polls
+    assert sum(n for text, n in (texts2 - texts1).items() if text.startswith("SELECT least(")) >= 1
+    assert done.started_at is not None
+    assert 0 <= (done.started_at - done.run_at).total_seconds() < 0.2  # woke when due
+
+
+async def test_a_task_made_due_sooner_without_a_notify_starts_within_the_poll(
+    queue: Queue, fast: Settings, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """The idle worker's remembered next-due time only wakes it sooner: a task an operator
+    moves forward in psql (no event, so no NOTIFY) is still claimed by the next poll."""
+    settings = fast_settings(fast.dsn, poll_s=1.0)
+    async with running_worker(app, settings):
+        task = await queue.enqueue("echo", {}, delay_s=3600)  # remembered: due in an hour
+        await asyncio.sleep(0.5)
+        await conn.execute(
+            "UPDATE pgqueue.tasks SET run_at = now() + interval '200 ms' WHERE id = %s",
+            (task.id,),
+        )
+        done = await queue.wait(task.id, timeout_s=10)
+    assert done.status is Status.COMPLETED and done.started_at is not None
+    assert (done.started_at - done.run_at).total_seconds() < 1.0 + 0.5  # poll_s + slack
 
 
 async def test_graceful_shutdown_releases_unfinished_tasks(queue: Queue, dsn: str) -> None:
