@@ -19,8 +19,9 @@ from pgqueue.db.pool import connect, create_pool
 from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.queue import Queue
 from pgqueue.schedules import Schedules, fire_due_schedules, run_scheduler
+from pgqueue.schedules.scheduler import scheduler_pass
 from pgqueue.settings import Settings
-from tests.helpers import wait_for
+from tests.helpers import counting_statements, wait_for
 
 T0 = datetime(2030, 1, 1, 0, 0, tzinfo=UTC)  # a fixed "now", far from the real clock
 
@@ -269,3 +270,25 @@ async def test_run_scheduler_fires_by_the_database_clock(
     stop.set()
     await asyncio.wait_for(asyncio.gather(*runners), timeout=10)
     assert len(await scheduled_tasks(conn, "live")) == 1
+
+
+async def test_an_idle_pass_is_one_statement_and_a_due_one_fires(
+    schedules: Schedules, conn: psycopg.AsyncConnection[Any], settings: Settings
+) -> None:
+    await schedules.create({"name": "later", "cron": "0 3 * * *", "task": {"kind": "tick"}})
+    with counting_statements(settings.dsn) as counter:
+        counted = create_pool(counter.dsn, max_size=2)
+        await counted.open(wait=True)
+        try:
+            before, _ = counter.snapshot()
+            sleep_s = await scheduler_pass(counted, settings)
+            after, texts = counter.snapshot()
+            assert after - before == 1, texts  # "when is the next one due?" and nothing else
+            assert 0 < sleep_s <= 30
+            assert await scheduled_tasks(conn, "later") == []
+            await conn.execute("UPDATE pgqueue.schedules SET next_fire_at = now()")
+            sleep_s = await scheduler_pass(counted, settings)
+        finally:
+            await counted.close()
+    assert len(await scheduled_tasks(conn, "later")) == 1
+    assert 0 < sleep_s <= 30
