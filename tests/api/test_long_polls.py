@@ -17,8 +17,8 @@ import psycopg
 import websockets
 
 from pgqueue.settings import Settings
-from tests.api.conftest import Api, Tokens, free_port, serve_process, wait_healthy
-from tests.helpers import wait_for
+from tests.api.conftest import Api, Tokens, free_port, serve_process, serving, wait_healthy
+from tests.helpers import counting_statements, fast_settings, wait_for
 
 
 def xact_commits(dsn: str) -> int:
@@ -103,6 +103,40 @@ async def test_abandoned_long_polls_end_and_leave_the_database_idle(
     # They used to re-read every 5 s each (100/s) and outlive their clients by 300 s.
     assert waiting < idle + 20, (idle, waiting)
     assert after < idle + 20, (idle, after)
+
+
+async def test_waiting_posts_send_no_statement_while_nothing_changes(
+    dsn: str, tokens: Tokens
+) -> None:
+    """Issue 15: ``POST /tasks?wait=`` waiters park on the one listener; 200 of them cost the
+    database nothing over a few seconds (only the maintenance loops speak: a reaper pass, a
+    scheduler probe). A re-read per waiter every 5 s would be 120 statements here."""
+    body = json.dumps({"kind": "nobody-runs-this"})
+    request = (
+        f"POST /tasks?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tokens.alice}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    )
+    with counting_statements(dsn) as counter:
+        async with serving(fast_settings(counter.dsn, reap_s=5.0)) as url:
+            port = int(url.rsplit(":", 1)[1])
+            polls = [await open_long_poll(port, request) for _ in range(200)]
+
+            async def all_parked() -> bool:
+                return await gauge(url, "pgqueue_http_long_polls") >= 200
+
+            await wait_for(all_parked, timeout=60, what="200 waiting POSTs parked")
+            await asyncio.sleep(0.5)  # each has read its task once
+            before, texts_before = counter.snapshot()
+            await asyncio.sleep(3.0)
+            after, texts_after = counter.snapshot()
+            for _, writer in polls:
+                writer.close()
+
+            async def all_ended() -> bool:
+                return await gauge(url, "pgqueue_http_long_polls") == 0
+
+            await wait_for(all_ended, timeout=30, what="the abandoned waits to end")
+    assert after - before <= 10, texts_after - texts_before
 
 
 async def test_a_claim_whose_client_left_leases_nothing(
