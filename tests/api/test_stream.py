@@ -20,8 +20,9 @@ from websockets.frames import Frame, Opcode
 
 from pgqueue.api.auth import Principal, Role
 from pgqueue.api.stream import frames
+from pgqueue.api.stream.subscriber import Subscriber
 from pgqueue.api.stream.wire import PROTOCOL as WS_PROTOCOL
-from pgqueue.stream import StateMessage, TaskMessage
+from pgqueue.stream import Ping, StateMessage, TaskMessage
 from tests.api.conftest import Api, serving
 from tests.helpers import wait_for
 
@@ -355,3 +356,25 @@ async def _pause_reading(port: int, token: str, dsn: str) -> None:
         assert all(m["event"] == "created" and len(m["task"]["tags"]) == 500 for m in messages)
     finally:
         sock.close()
+
+
+async def test_a_failing_frame_writer_falls_back_to_the_asgi_send() -> None:
+    """A writer that refuses queues the frame for the sender task; one that raises is dropped
+    for that connection (the ASGI send from then on), and the router never sees the error."""
+
+    async def send(message: Any) -> None:
+        raise AssertionError("offer must not send while the writer is there")
+
+    def refuse(wire: bytes) -> bool:
+        return False
+
+    def broken(wire: bytes) -> bool:
+        raise RuntimeError("gone")
+
+    for write, kept in ((refuse, True), (broken, False)):
+        sub = Subscriber(Principal(None, Role.ADMIN), 10, send, None, write)
+        sub.idle = True
+        message = frames.frame(Ping())
+        sub.offer(message)
+        assert sub.outbox.get_nowait() is message and sub.sent == 0
+        assert (sub.write is not None) is kept

@@ -104,7 +104,13 @@ class Subscriber:
             return
         if self.idle and self.send is not None and self.outbox.empty():
             if self.write is not None:
-                if self.write(frame.wire):
+                try:
+                    written = self.write(frame.wire)
+                except Exception:
+                    # Never the router's problem: this socket goes by the ASGI send from now
+                    # on, and the sender task meets whatever is wrong with it there.
+                    self.write, written = None, False
+                if written:
                     self.sent += 1
                     return  # written: the common case
                 # (closing, or the transport is full: the sender task sends it, and waits)

@@ -49,6 +49,7 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
             and not self.disconnected
             and self.writable.is_set()
             and self.conn.state is State.OPEN
+            and not self.transport.is_closing()
         ):
             self.transport.write(wire)
             return True
