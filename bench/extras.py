@@ -1,20 +1,24 @@
 """pgqueue-only measurements of issue 3, one function each; bench/run.py calls them per round.
 
-Each runs pgqueue as shipped, in processes of its own (`pgqueue worker`, `pgqueue serve
---insecure`), against a new database, and returns plain numbers:
+Each runs pgqueue as shipped, in processes of its own (`pgqueue worker`, `pgqueue serve`
+with a user's bearer token), against a new database, and returns plain numbers:
 
 - `idle_cost`: what an idle worker process costs the database per second: statements
   counted on the wire by a proxy (bench/statement_counter.py; pg_stat_statements would
   need shared_preload_libraries, i.e. a server restart) and transactions from
-  pg_stat_database;
+  pg_stat_database; `api_idle_cost` the same for an API process no client talks to;
+- `longpoll_cost`: the statements/s 1,000 parked `POST /tasks?wait=30` cost, counted the
+  same way (waiters from bench/waiters.py in their own process);
+- `producer_latency`: bench/systems/pgqueue_bench.py `producer` (probe latency under a
+  concurrent producer);
 - `worker_rss`: resident memory of one worker at concurrency 100 after draining 5,000 tasks;
 - `processes_drain`: 20,000 tasks drained by N worker processes, timed from resuming the
   paused queue (processes started and registered first, so interpreter start-up is not in
   the figure) until the last task is completed;
 - `build_preloaded`: a template database holding 1,000,000 finished and 100,000
   future-dated tasks, copied per round for the scale drain (`compare.run_one(template=…)`);
-- `http_figures`: `POST /tasks` and `POST /tasks/batch` against one server process, load
-  from bench/http_load.py in separate processes;
+- `http_single`, `http_batch`: `POST /tasks` and `POST /tasks/batch` with a bearer token
+  against one server process, load from bench/http_load.py in separate processes;
 - `websocket`: bench/ws_latency.py as a subprocess, its last stdout line as JSON.
 """
 
@@ -24,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -32,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,7 +46,6 @@ from compare import fresh_database  # moves into bench/.venv when started with p
 # isort: split
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from statement_counter import StatementCounter
 
 HERE = Path(__file__).resolve().parent
@@ -128,28 +132,55 @@ def idle_cost(server: str, seconds: float = 30) -> dict[str, float]:
     to it). Backends report those when idle, at most once a second and up to ten seconds
     late, so the window is long. The most frequent statements go to stderr.
     """
-    dsn = fresh_database(server, "bench_idle")
+    return _idle(server, "bench_idle", "worker", lambda dsn: _started_worker(dsn, 10), seconds)
+
+
+def api_idle_cost(server: str, seconds: float = 30) -> dict[str, float]:
+    """idle_cost for one `pgqueue serve` process (token auth on, as it runs by default) that
+    no client talks to."""
+    dsn = fresh_database(server, "bench_idle_api")
     migrate(dsn)
-    name = conninfo_to_dict(dsn)["dbname"]
+    token(dsn)
+    return _idle(server, "bench_idle_api", "API", lambda via: serving(via, dsn), seconds, dsn)
+
+
+@contextlib.contextmanager
+def _started_worker(dsn: str, concurrency: int) -> Iterator[None]:
+    procs = [worker(dsn, concurrency)]
+    try:
+        yield
+    finally:
+        stop(procs)
+
+
+def _idle(
+    server: str,
+    name: str,
+    what: str,
+    start: Callable[[str], contextlib.AbstractContextManager[object]],
+    seconds: float,
+    dsn: str | None = None,
+) -> dict[str, float]:
+    """Statements and transactions per second of the process `start(dsn)` runs (its DSN
+    goes through the counting proxy), in a window of `seconds` after 5 s of start-up."""
+    if dsn is None:
+        dsn = fresh_database(server, name)
+        migrate(dsn)
     query = (  # read from the server's database: our own look does not count here
         f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{name}'"
     )
-    with StatementCounter(dsn) as counter:
-        procs = [worker(counter.dsn, 10)]
-        try:
-            time.sleep(5)  # start-up, first heartbeat, first scheduler and retention passes
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute("SELECT pg_stat_clear_snapshot()")
-                before = scalar(conn, query)
-                first, before_texts = counter.snapshot()
-                time.sleep(seconds)
-                last, texts = counter.snapshot()
-                conn.execute("SELECT pg_stat_clear_snapshot()")
-                after = scalar(conn, query)
-        finally:
-            stop(procs)
+    with StatementCounter(dsn) as counter, start(counter.dsn):
+        time.sleep(5)  # start-up, first heartbeat, first scheduler and retention passes
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            before = scalar(conn, query)
+            first, before_texts = counter.snapshot()
+            time.sleep(seconds)
+            last, texts = counter.snapshot()
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            after = scalar(conn, query)
     for text, n in (texts - before_texts).most_common(6):
-        log(f"    in the window the idle worker sent {n:4d} x {text}")
+        log(f"    in the window the idle {what} sent {n:4d} x {text}")
     return {
         "statements_per_s": (last - first) / seconds,
         "transactions_per_s": (after - before) / seconds,
@@ -289,29 +320,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def serving(server: str) -> Iterator[str]:
-    """`pgqueue serve --insecure` (one process) on a new database; yields its base URL."""
-    dsn = fresh_database(server, "bench_http")
+def token(dsn: str, user: str = "bench") -> str:
+    """A `user` token made the way an operator makes one (`pgqueue token create`, which prints
+    the secret on its last line)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "token", "create", "--user", user, "--dsn", dsn],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def api_database(server: str, name: str = "bench_http") -> tuple[str, str]:
+    """A new migrated database with one user token: (dsn, bearer header line)."""
+    dsn = fresh_database(server, name)
     migrate(dsn)
+    return dsn, f"Authorization: Bearer {token(dsn)}"
+
+
+@contextlib.contextmanager
+def serving(dsn: str, direct: str | None = None) -> Iterator[str]:
+    """`pgqueue serve` (one process, token auth on) on database `dsn`; yields its base URL.
+
+    `direct`: the database's own DSN when `dsn` goes through a proxy (readiness is then
+    watched on the port alone: /readyz would itself send a statement)."""
     port = free_port()
     env = {**os.environ, "PGQUEUE_DSN": dsn, "PGQUEUE_PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pgqueue", "--log-level", "WARNING", "serve", "--insecure"],
+        [sys.executable, "-m", "pgqueue", "--log-level", "WARNING", "serve"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
+        preexec_fn=raise_fd_limit,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
+        while not ready(base, direct is not None):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("pgqueue serve did not become ready")
             time.sleep(0.1)
@@ -319,6 +366,25 @@ def serving(server: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def ready(base: str, port_only: bool) -> bool:
+    """Whether the server answers: /readyz 200, or (port_only) a TCP connect succeeds."""
+    try:
+        if port_only:
+            host, port = base.removeprefix("http://").split(":")
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return True
+        with urllib.request.urlopen(f"{base}/readyz", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def raise_fd_limit() -> None:
+    """The soft open-files limit up to the hard one (thousands of sockets in one process)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def http_load(url: str, *args: str) -> dict[str, float]:
@@ -341,10 +407,14 @@ SINGLE_BODY = json.dumps({"kind": "bench.noop", "payload": {"n": 1}})
 
 
 def http_single(server: str, seconds: float, connections: int = 32) -> dict[str, float]:
-    """`POST /tasks`, one task each, from `connections` keep-alive connections (like wrk -c32)."""
-    with serving(server) as base:
+    """`POST /tasks` with a user's bearer token, one task each, from `connections` keep-alive
+    connections (like wrk -c32)."""
+    dsn, bearer = api_database(server)
+    with serving(dsn) as base:
         return http_load(
             f"{base}/tasks",
+            "--header",
+            bearer,
             "--body",
             SINGLE_BODY,
             "--connections",
@@ -362,9 +432,12 @@ def http_batch(server: str, calls: int, size: int = 10000) -> dict[str, float]:
     body = HERE / "results" / f"batch-{size}.json"
     body.parent.mkdir(exist_ok=True)
     body.write_text(json.dumps({"tasks": [json.loads(SINGLE_BODY)] * size}))
-    with serving(server) as base:
+    dsn, bearer = api_database(server)
+    with serving(dsn) as base:
         result = http_load(
             f"{base}/tasks/batch",
+            "--header",
+            bearer,
             "--body",
             f"@{body}",
             "--connections",
@@ -376,9 +449,106 @@ def http_batch(server: str, calls: int, size: int = 10000) -> dict[str, float]:
     return result
 
 
-def websocket(server: str, subscribers: int, tasks: int, pause: float) -> dict[str, float] | None:
-    """bench/ws_latency.py as it stands; None when its last stdout line is not a JSON object
-    (the version that prints only a sentence) or it fails."""
+def longpoll_cost(
+    server: str, waiters: int = 1000, wait_s: float = 30, window_s: float = 15
+) -> dict[str, float]:
+    """Statements/s the database gets from one `pgqueue serve` process while `waiters`
+    clients each hold a `POST /tasks?wait=wait_s` open and nothing changes (no worker: every
+    task stays pending), counted on the wire (bench/statement_counter.py) in a window of
+    `window_s` that starts once all are parked and ends before the first wait does.
+
+    Parked: every task is in the table and the counter has been still for 0.5 s (each
+    long-poll reads its task once after the enqueue, then waits on NOTIFY alone). Then the
+    waiters (bench/waiters.py, their own process) must all be answered 201 after ~wait_s:
+    a wait that ended early would make the window's figure meaningless, so it is an error.
+    """
+    dsn, bearer = api_database(server, "bench_longpoll")
+    with StatementCounter(dsn) as counter, serving(counter.dsn, dsn) as base:
+        time.sleep(2)  # the server's start-up statements
+        t_start = time.monotonic()
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "waiters.py"),
+                f"{base}/tasks?wait={wait_s:g}",
+                "--waiters",
+                str(waiters),
+                "--body",
+                SINGLE_BODY,
+                "--header",
+                bearer,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(dsn, "SELECT count(*) FROM pgqueue.tasks", waiters, timeout=wait_s / 2)
+            still = counter.snapshot()[0]
+            while True:
+                time.sleep(0.5)
+                now = counter.snapshot()[0]
+                if now == still:
+                    break
+                still = now
+            parked_s = time.monotonic() - t_start
+            first, before = counter.snapshot()
+            log(f"    {waiters} waiters parked in {parked_s:.1f} s ({first} statements so far)")
+            time.sleep(window_s)
+            last, texts = counter.snapshot()
+            if time.monotonic() - t_start > wait_s - 1:
+                raise RuntimeError(f"parking took {parked_s:.1f} s: the window overran the wait")
+            out, _ = client.communicate(timeout=wait_s + 60)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    for text, n in (texts - before).most_common(6):
+        log(f"    in the window {waiters} parked long-polls cost {n:4d} x {text}")
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["answered"] != waiters or result["statuses"] != {"201": waiters}:
+        raise RuntimeError(f"not every waiter got its 201: {result}")
+    if result["min_s"] < wait_s - 1:
+        raise RuntimeError(f"a wait of {wait_s} s ended after {result['min_s']} s: {result}")
+    per_s = (last - first) / window_s
+    return {
+        "statements_per_s": per_s,
+        "per_100_waiters": per_s / (waiters / 100),
+        "parked_s": parked_s,
+    }
+
+
+def producer_latency(
+    server: str, rate: float, processes: int, batch: int, concurrency: int, probes: int
+) -> dict[str, float]:
+    """bench/systems/pgqueue_bench.py `producer`: enqueue → handler start of `probes` tasks
+    while `processes` producer processes enqueue `rate` tasks/s (`batch` per call) into the
+    same queue a worker of `concurrency` drains; with the rates achieved over the window."""
+    dsn = fresh_database(server, "bench_producer")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "systems" / "pgqueue_bench.py"),
+            "producer",
+            dsn,
+            *(str(a) for a in (rate, processes, batch, concurrency, probes)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"pgqueue producer failed:\n{out.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(lines[-1])
+    return result
+
+
+def websocket(
+    server: str, subscribers: int, tasks: int, pause: float, server_workers: int = 1
+) -> dict[str, float] | None:
+    """bench/ws_latency.py as it stands (`--server-workers`: `pgqueue serve --workers`); None
+    when its last stdout line is not a JSON object or it fails. Its sentence goes to stderr."""
     out = subprocess.run(
         [
             sys.executable,
@@ -391,6 +561,8 @@ def websocket(server: str, subscribers: int, tasks: int, pause: float) -> dict[s
             str(tasks),
             "--pause",
             str(pause),
+            "--server-workers",
+            str(server_workers),
         ],
         capture_output=True,
         text=True,
@@ -406,6 +578,8 @@ def websocket(server: str, subscribers: int, tasks: int, pause: float) -> dict[s
     if out.returncode != 0 or not isinstance(result, dict):
         log(f"ws_latency.py gave no JSON (exit {out.returncode}): {last or out.stderr[-500:]}")
         return None
+    if len(lines) > 1:
+        log(f"    {lines[-2]}")
     return result
 
 

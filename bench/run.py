@@ -12,12 +12,19 @@ Benchmarks (`--only`, comma-separated):
                                   bench/systems/*)
   scale       pgqueue's drain with 1,000,000 finished + 100,000 future-dated rows in the table,
               as a fraction of an empty-table drain run next to it
+  backlog     the drain of a 200,000-task backlog as a fraction of a 20,000-task drain run
+              next to it (the `drain` setup: one worker, concurrency 500)
+  producer    enqueue → handler start p50/p99 of probe tasks while producer processes
+              enqueue 5,000 tasks/s into the same queue; the rates achieved, the backlog left
   processes   drain with 4 `pgqueue worker` processes vs 1
-  idle        statements/s (counted on the wire) and transactions/s of an idle worker
+  idle        statements/s (counted on the wire) and transactions/s of an idle worker and
+              of an idle API process (`pgqueue serve`, no clients)
   rss         worker RSS at concurrency 100
-  http        `POST /tasks` requests/s and `POST /tasks/batch` tasks/s, one server process,
-              load from bench/http_load.py in its own process
-  ws          bench/ws_latency.py: WebSocket p99 and server RSS with 1,000 subscribers
+  http        `POST /tasks` with a bearer token, requests/s, and `POST /tasks/batch` tasks/s,
+              one server process, load from bench/http_load.py in its own process
+  longpoll    statements/s the database gets while 1,000 `POST /tasks?wait=30` are parked
+  ws          bench/ws_latency.py: WebSocket p99 and server RSS with 1,000 subscribers (one
+              server process) and 10,000 (`serve --workers 2`)
   floors      pgbench single-row durable INSERTs at 1 and 4 clients (the server's ceiling
               for one-at-a-time enqueues; the raw-SQL column of the peer rows is the other
               floor: the same client shape as the queues', bench/systems/rawsql_bench.py)
@@ -46,10 +53,13 @@ BENCHMARKS = [
     "drain",
     "latency",
     "scale",
+    "backlog",
+    "producer",
     "processes",
     "idle",
     "rss",
     "http",
+    "longpoll",
     "ws",
     "floors",
 ]
@@ -62,18 +72,78 @@ class Sizes:
     shrink: int  # compare.METRICS counts are divided by this
     finished: int  # scale: finished rows preloaded
     future: int  # scale: future-dated rows preloaded
+    backlog: int  # backlog: tasks pre-queued (vs the drain benchmark's count)
+    producer_rate: float  # producer: tasks/s enqueued by the concurrent producers
+    producer_procs: int
+    producer_batch: int  # tasks per producer call
+    producer_concurrency: int  # the probed worker's
+    probes: int
     drain: int  # processes: tasks
     idle_s: float
     rss_tasks: int
     http_s: float
     batch_calls: int
+    waiters: int  # longpoll
+    wait_s: float
+    poll_window_s: float
     subscribers: int
     ws_tasks: int
     ws_pause: float
+    big_subscribers: int  # ws, the second case (`serve --workers 2`)
+    big_tasks: int
+    big_pause: float
 
 
-FULL = Sizes(1, 1_000_000, 100_000, 20_000, 30, 5000, 10, 5, 1000, 50, 0.2)
-QUICK = Sizes(5, 100_000, 10_000, 5_000, 10, 2000, 3, 2, 100, 20, 0.05)
+FULL = Sizes(
+    shrink=1,
+    finished=1_000_000,
+    future=100_000,
+    backlog=200_000,
+    producer_rate=5000,
+    producer_procs=1,
+    producer_batch=50,
+    producer_concurrency=500,
+    probes=300,
+    drain=20_000,
+    idle_s=30,
+    rss_tasks=5000,
+    http_s=10,
+    batch_calls=5,
+    waiters=1000,
+    wait_s=30,
+    poll_window_s=15,
+    subscribers=1000,
+    ws_tasks=50,
+    ws_pause=0.2,
+    big_subscribers=10_000,
+    big_tasks=20,
+    big_pause=1.0,
+)
+QUICK = Sizes(
+    shrink=5,
+    finished=100_000,
+    future=10_000,
+    backlog=40_000,
+    producer_rate=2000,
+    producer_procs=1,
+    producer_batch=50,
+    producer_concurrency=500,
+    probes=100,
+    drain=5_000,
+    idle_s=10,
+    rss_tasks=2000,
+    http_s=3,
+    batch_calls=2,
+    waiters=200,
+    wait_s=15,
+    poll_window_s=5,
+    subscribers=100,
+    ws_tasks=20,
+    ws_pause=0.05,
+    big_subscribers=1000,
+    big_tasks=5,
+    big_pause=0.5,
+)
 
 Results = dict[tuple[str, str], list[float]]  # (row key, system) -> one value per round
 
@@ -163,6 +233,54 @@ class Runner:
         if len(rates) == 2:
             self.add("scale.ratio", "pgqueue", rates["preloaded"] / rates["empty"])
 
+    def backlog(self, round_no: int) -> None:
+        """The drain benchmark's setup (one worker, concurrency 500, tasks pre-queued by
+        bulk enqueue, not timed) with sizes.backlog tasks, paired with the drain benchmark's
+        count run next to it; the order flips every round."""
+        pair = [
+            ("small", compare_arg("drain", "pgqueue", self.sizes)),
+            ("backlog", str(self.sizes.backlog)),
+        ]
+        rates = {}
+        for name, arg in pair if round_no % 2 == 0 else pair[::-1]:
+            value = self.measure(
+                f"backlog {name} ({int(arg):,})",
+                lambda a=arg: compare.run_one(self.server, "pgqueue", "drain", a),
+            )
+            if isinstance(value, dict):
+                rates[name] = value["tasks_per_s"]
+        self.add("backlog.tasks_per_s", "pgqueue", rates.get("backlog"))
+        self.add("backlog.small", "pgqueue", rates.get("small"))
+        if len(rates) == 2:
+            self.add("backlog.ratio", "pgqueue", rates["backlog"] / rates["small"])
+
+    def producer(self) -> None:
+        s = self.sizes
+        value = self.measure(
+            "producer",
+            lambda: extras.producer_latency(
+                self.server,
+                s.producer_rate,
+                s.producer_procs,
+                s.producer_batch,
+                s.producer_concurrency,
+                s.probes,
+            ),
+        )
+        if isinstance(value, dict):
+            for key in ("p50_ms", "p99_ms", "produced_per_s", "completed_per_s", "pending_at_end"):
+                self.add(f"producer.{key}", "pgqueue", value[key])
+
+    def longpoll(self) -> None:
+        s = self.sizes
+        value = self.measure(
+            "longpoll",
+            lambda: extras.longpoll_cost(self.server, s.waiters, s.wait_s, s.poll_window_s),
+        )
+        if isinstance(value, dict):
+            self.add("longpoll.statements", "pgqueue", value["statements_per_s"])
+            self.add("longpoll.per_100", "pgqueue", value["per_100_waiters"])
+
     def processes(self) -> None:
         rates = {}
         for n in (1, 4):
@@ -181,6 +299,12 @@ class Runner:
         if isinstance(value, dict):
             self.add("idle.statements", "pgqueue", value["statements_per_s"])
             self.add("idle.transactions", "pgqueue", value["transactions_per_s"])
+        value = self.measure(
+            "idle API", lambda: extras.api_idle_cost(self.server, self.sizes.idle_s)
+        )
+        if isinstance(value, dict):
+            self.add("idle.api.statements", "pgqueue", value["statements_per_s"])
+            self.add("idle.api.transactions", "pgqueue", value["transactions_per_s"])
 
     def rss(self) -> None:
         value = self.measure("rss", lambda: extras.worker_rss(self.server, self.sizes.rss_tasks))
@@ -203,14 +327,22 @@ class Runner:
 
     def ws(self) -> None:
         s = self.sizes
-        value = self.measure(
-            "ws", lambda: extras.websocket(self.server, s.subscribers, s.ws_tasks, s.ws_pause)
-        )
-        if isinstance(value, dict):
-            for key in ("p50_ms", "p99_ms", "server_rss_mb"):
-                self.add(f"ws.{key}", "pgqueue", value.get(key))
-            if value.get("expected"):
-                self.add("ws.delivered", "pgqueue", value["delivered"] / value["expected"])
+        cases = [
+            ("ws", s.subscribers, s.ws_tasks, s.ws_pause, 1),
+            ("ws.big", s.big_subscribers, s.big_tasks, s.big_pause, 2),
+        ]
+        for key, subscribers, tasks, pause, workers in cases:
+            value = self.measure(
+                f"ws {subscribers:,} subscribers, {workers} server process(es)",
+                lambda n=subscribers, t=tasks, p=pause, w=workers: extras.websocket(
+                    self.server, n, t, p, w
+                ),
+            )
+            if isinstance(value, dict):
+                for name in ("p50_ms", "p99_ms", "server_rss_mb"):
+                    self.add(f"{key}.{name}", "pgqueue", value.get(name))
+                if value.get("expected"):
+                    self.add(f"{key}.delivered", "pgqueue", value["delivered"] / value["expected"])
 
     def round(self, chosen: list[str], round_no: int) -> None:
         for name in chosen:
@@ -218,6 +350,8 @@ class Runner:
                 self.peer_metric(name)
             elif name == "scale":
                 self.scale(round_no)
+            elif name == "backlog":
+                self.backlog(round_no)
             else:
                 getattr(self, name)()
 
@@ -297,7 +431,8 @@ def rows(sizes: Sizes) -> list[Row]:
             target=at_most(2, "2 ms"),
         ),
         Row(
-            f"HTTP `POST /tasks`, 32 connections, requests/s ({sizes.http_s:g} s)",
+            f"HTTP `POST /tasks` with a bearer token, 32 connections, requests/s "
+            f"({sizes.http_s:g} s)",
             "http.single.requests_per_s",
             target=at_least(3000, "3,000"),
         ),
@@ -312,6 +447,16 @@ def rows(sizes: Sizes) -> list[Row]:
             "HTTP responses not 201 or dropped (single + batch)",
             "http.errors",
             target=at_most(0, "0"),
+        ),
+        Row(
+            f"`POST /tasks?wait={sizes.wait_s:g}`, {sizes.waiters:,} parked waiters, nothing "
+            f"changing: statements/s ({sizes.poll_window_s:g} s window)",
+            "longpoll.statements",
+        ),
+        Row(
+            "… per 100 waiters",
+            "longpoll.per_100",
+            target=at_most(1, "1"),
         ),
         Row(
             f"WebSocket commit → subscriber p50 ms, {sizes.subscribers:,} subscribers",
@@ -329,6 +474,26 @@ def rows(sizes: Sizes) -> list[Row]:
             target=at_most(150, "150 MB"),
         ),
         Row(
+            f"WebSocket commit → subscriber p50 ms, {sizes.big_subscribers:,} subscribers, "
+            "`serve --workers 2`",
+            "ws.big.p50_ms",
+        ),
+        Row(
+            f"WebSocket commit → subscriber p99 ms, {sizes.big_subscribers:,} subscribers",
+            "ws.big.p99_ms",
+            target=at_most(250, "250 ms"),
+        ),
+        Row(
+            f"… delivered / expected, {sizes.big_subscribers:,} subscribers",
+            "ws.big.delivered",
+            target=at_least(1, "1"),
+        ),
+        Row(
+            f"API RSS MB with {sizes.big_subscribers:,} subscribers (both server processes)",
+            "ws.big.server_rss_mb",
+            target=at_most(500, "500 MB"),
+        ),
+        Row(
             f"drain {n['drain']:,} with {sizes.finished:,} finished + {sizes.future:,} "
             "future rows, tasks/s",
             "scale.tasks_per_s",
@@ -338,6 +503,34 @@ def rows(sizes: Sizes) -> list[Row]:
             "scale.ratio",
             target=at_least(0.9, "0.90"),
         ),
+        Row(
+            f"drain {sizes.backlog:,} pre-queued, one worker process, tasks/s",
+            "backlog.tasks_per_s",
+        ),
+        Row(f"drain {n['drain']:,} next to it, tasks/s", "backlog.small"),
+        Row(
+            f"… {sizes.backlog:,} as a fraction of {n['drain']:,} (same round)",
+            "backlog.ratio",
+            target=at_least(0.9, "0.90"),
+        ),
+        Row(
+            f"enqueue → handler start p50 ms, under a {sizes.producer_rate:,.0f} tasks/s "
+            f"producer (batches of {sizes.producer_batch}; worker concurrency "
+            f"{sizes.producer_concurrency})",
+            "producer.p50_ms",
+        ),
+        Row(
+            "enqueue → handler start p99 ms, under that producer",
+            "producer.p99_ms",
+            target=at_most(5, "5 ms"),
+        ),
+        Row(
+            "… tasks/s the producer achieved over the probe window",
+            "producer.produced_per_s",
+            target=at_least(0.95 * sizes.producer_rate, f"{0.95 * sizes.producer_rate:,.0f}"),
+        ),
+        Row("… tasks/s the worker completed over the window", "producer.completed_per_s"),
+        Row("… tasks still pending when the probes ended", "producer.pending_at_end"),
         Row(
             f"drain {sizes.drain:,}, 1 `pgqueue worker` process, tasks/s "
             "(from resume; start-up excluded)",
@@ -351,6 +544,13 @@ def rows(sizes: Sizes) -> list[Row]:
             target=at_most(0.5, "0.5"),
         ),
         Row("idle worker, transactions/s (pg_stat_database)", "idle.transactions"),
+        Row(
+            f"idle API process (`pgqueue serve`, no clients), statements/s "
+            f"({sizes.idle_s:g} s window)",
+            "idle.api.statements",
+            target=at_most(0.5, "0.5"),
+        ),
+        Row("idle API process, transactions/s (pg_stat_database)", "idle.api.transactions"),
         Row(
             f"floor: pgbench single-row durable INSERTs, 1 client, rows/s ({sizes.http_s:g} s)",
             "floors.pgbench_1",

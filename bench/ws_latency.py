@@ -253,6 +253,16 @@ def tree_rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+def tree_rss_each_mb(pid: int) -> list[float]:
+    """RSS of each process of the tree, in MB (the supervisor first)."""
+    each = []
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{p}/status").read_text().splitlines()
+            each.append(next((int(s.split()[1]) for s in status if s.startswith("VmRSS")), 0))
+    return [round(kb / 1024, 1) for kb in each]
+
+
 def tree_cpu_s(pid: int) -> tuple[float, float]:
     """CPU seconds (user, system) used so far by the process tree."""
     user = system = 0
@@ -330,6 +340,7 @@ async def main() -> None:
             ready = await asyncio.wait_for(client.stdout.readline(), timeout=180)
             assert ready.startswith(b"ready"), ready
         rss_connected = tree_rss_mb(server.pid)
+        rss_each = tree_rss_each_mb(server.pid)
         cpu_before = tree_cpu_s(server.pid)
         committed: dict[str, float] = {}
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -398,7 +409,8 @@ async def main() -> None:
         f"{summary['delivered']} of {expected}, {closed} connections closed by the server; "
         f"commit->subscriber p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
         f"max {summary['max_ms']} ms; fan-out (first to last receipt of a task) median "
-        f"{spread_ms:.1f} ms; server RSS {summary['server_rss_mb']} MB; server CPU "
+        f"{spread_ms:.1f} ms; server RSS {summary['server_rss_mb']} MB "
+        f"(per process, connected: {rss_each}); server CPU "
         f"user {user_s:.2f} s + system {sys_s:.2f} s "
         f"({(user_s + sys_s) * 1e6 / max(1, len(lat)):.0f} us per message); clients' CPU "
         f"{client_cpu_s:.2f} s ({client_cpu_s * 1e6 / max(1, len(lat)):.0f} us per message)"
