@@ -24,6 +24,7 @@ from pgqueue.db.pool import create_pool
 from pgqueue.enqueue.validate import Enqueued, encode_payload, new_task, validation_field
 from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.events import EVENTS
+from pgqueue.gc_pause import gc_paused
 from pgqueue.limits import Why
 from pgqueue.pages import Page
 from pgqueue.settings import Settings
@@ -141,7 +142,9 @@ class Queue:
         ``user_id`` owns the tasks that name no owner. Tasks whose idempotency key their owner
         already used come back as the existing tasks.
         """
-        batch = [t if isinstance(t, NewTask) else self.new_task(t) for t in tasks]
+        items = list(tasks)
+        with gc_paused(len(items)):  # no await in here (pgqueue/gc_pause.py)
+            batch = [t if isinstance(t, NewTask) else self.new_task(t) for t in items]
         return await enqueue.enqueue_many(
             batch, self.settings, enqueue.connect(self.pool, conn), user_id
         )

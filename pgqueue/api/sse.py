@@ -27,9 +27,9 @@ from litestar.response import Stream
 from pgqueue.api.auth import Principal
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.api.stream import Hub
+from pgqueue.api.stream.frames import Frame
 from pgqueue.api.stream.incoming import StreamOp
 from pgqueue.errors import InvalidInput, NotFound
-from pgqueue.jsonvalue import is_object
 from pgqueue.stream import Position
 from pgqueue.tasks import TaskId
 
@@ -166,7 +166,7 @@ async def _events(
                 yield _PING
                 continue
             frame = getting.result()
-            text = frame.get("text") if is_object(frame) else None
+            text = frame.event.get("text") if isinstance(frame, Frame) else None
             if text is None:
                 continue
             head = _head(text)

@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from pgqueue.api.stream.wire import PROTOCOL as WS_PROTOCOL
+
     # Each uvicorn process builds its app from the environment (--workers forks/spawns).
     for name, value in _as_env(settings).items():
         os.environ[name] = value
@@ -86,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         # JSON logs: uvicorn's lines go through the root logger too, not its own text handlers
         log_config=None if os.environ.get("PGQUEUE_LOG_FORMAT") == "json" else LOGGING_CONFIG,
-        # websockets-sansio: it frames a message in about a third of wsproto's time
-        # (not installed: a new dependency for a slower path), and uvicorn's other
-        # "websockets" implementation runs on websockets.legacy, which is deprecated.
-        ws="websockets-sansio",
+        # websockets-sansio (it frames a message in about a third of wsproto's time; wsproto
+        # is not installed: a new dependency for a slower path; uvicorn's other "websockets"
+        # implementation runs on websockets.legacy, which is deprecated), with the frame
+        # writer through which the hub writes each message's frame, built once, to every
+        # subscriber (pgqueue/api/stream/wire.py).
+        ws=WS_PROTOCOL,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         # No permessage-deflate: a change goes to every subscriber, and deflate compresses it

@@ -20,6 +20,7 @@ from psycopg.rows import RowMaker, tuple_row
 from pgqueue.db.errors import translated
 from pgqueue.db.queries import QUERIES
 from pgqueue.db.rows import Conn, event_row, task_row
+from pgqueue.gc_pause import gc_paused
 from pgqueue.tasks import Event, NewTask, Status, Task, TaskId
 
 
@@ -112,7 +113,9 @@ async def insert_many(
     cur = conn.cursor(row_factory=_inserted_row)
     with translated():
         await cur.execute(QUERIES["task_insert_many"], {"tasks": rows_json, "user_id": user_id})
-    return sorted(await cur.fetchall(), key=lambda row: row.seq)
+    # The rows are all here once execute returns: fetchall only builds them (no wait).
+    with gc_paused(cur.rowcount):
+        return sorted(await cur.fetchall(), key=lambda row: row.seq)
 
 
 async def by_idempotency_keys(

@@ -18,6 +18,7 @@ from pgqueue.enqueue.created import created_task
 from pgqueue.enqueue.owners import with_parent_owners
 from pgqueue.enqueue.validate import check_same_task, decode, encode_payload
 from pgqueue.errors import Conflict, InvalidInput, NotFound
+from pgqueue.gc_pause import gc_paused
 from pgqueue.settings import Settings
 from pgqueue.tasks import MAX_DEPENDENCIES, NewTask, Status, Task
 from pgqueue.webhooks import allowed_hosts, check_target
@@ -38,10 +39,11 @@ async def enqueue_many(
 async def _enqueue_many(
     batch: list[NewTask], settings: Settings, connect: Connect, user_id: str | None
 ) -> list[Task]:
-    payloads = [
-        encode_payload(t.payload, settings.max_payload_bytes, f"tasks[{i}].payload")
-        for i, t in enumerate(batch)
-    ]
+    with gc_paused(len(batch)):
+        payloads = [
+            encode_payload(t.payload, settings.max_payload_bytes, f"tasks[{i}].payload")
+            for i, t in enumerate(batch)
+        ]
     allow = allowed_hosts(settings)
     for i, t in enumerate(batch):
         if t.callback_url is not None:
@@ -52,13 +54,16 @@ async def _enqueue_many(
     async with connect() as c:
         if any(t.parent_id is not None or t.depends_on for t in batch):
             batch = await with_parent_owners(c, batch, user_id, ids)
-        rows = [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
-        encoded = (
-            msgspec.json.encode(rows)
-            if not any(ids)
-            else msgspec.json.encode([_with_id(row, i) for row, i in zip(rows, ids, strict=True)])
-        )
-        rows_json = encoded.decode()
+        with gc_paused(len(batch)):
+            rows = [_batch_row(t, p) for t, p in zip(batch, payloads, strict=True)]
+            encoded = (
+                msgspec.json.encode(rows)
+                if not any(ids)
+                else msgspec.json.encode(
+                    [_with_id(row, i) for row, i in zip(rows, ids, strict=True)]
+                )
+            )
+            rows_json = encoded.decode()
         if any(t.depends_on for t in batch) and not any(t.idempotency_key for t in batch):
             async with c.transaction():  # blocked rows are read back in the same snapshot
                 return await _insert_many(c, batch, payloads, rows_json, user_id, settings)
@@ -85,10 +90,11 @@ async def _insert_many(
         field = _dependency_field(batch, exc.task_id)
         raise NotFound(f"{field}: task {exc.task_id} does not exist") from None
     if len(inserted) == len(batch):
-        out = [
-            created_task(t, decode(p), row)
-            for t, p, row in zip(batch, payloads, inserted, strict=True)
-        ]
+        with gc_paused(len(batch)):
+            out = [
+                created_task(t, decode(p), row)
+                for t, p, row in zip(batch, payloads, inserted, strict=True)
+            ]
     else:
         out = await _merge_replays(conn, batch, payloads, inserted, user_id, settings)
     # blocked (or cancelled: a dependency failed): what the database decided, read back

@@ -86,7 +86,13 @@ UPDATE pgqueue.tasks t
        AS o(id uuid, attempt integer, worker_id text, outcome text, result jsonb, error jsonb,
             retryable boolean, retry_in_s float8, backoff_base_s float8, backoff_max_s float8,
             exit_code integer, usage jsonb, signal text, wait_s float8)
- WHERE t.id = o.id AND t.status = 'running' AND t.attempts = o.attempt AND t.worker_id = o.worker_id
+-- `status::text`: each row is found by its primary key, one probe per outcome. Written
+-- `t.status = 'running'`, the fence matched tasks_running_idx's predicate and the planner
+-- hash-joined a bitmap scan of that whole index: every running entry of every worker, and,
+-- with autovacuum behind (a long drain), every dead one left by the finished tasks too
+-- (docs/benchmarks.md, issue 15).
+ WHERE t.id = o.id AND t.status::text = 'running' AND t.attempts = o.attempt
+   AND t.worker_id = o.worker_id
    AND (%(token_id)s::bigint IS NULL
         OR EXISTS (SELECT 1 FROM pgqueue.workers w
                     WHERE w.id = t.worker_id AND w.token_id = %(token_id)s::bigint))

@@ -16,9 +16,11 @@ import httpx
 import msgspec
 import pytest
 import uvicorn
+from litestar import Litestar
 
 from pgqueue.api import create_app
 from pgqueue.api.auth import new_token, token_hash
+from pgqueue.api.stream.wire import PROTOCOL as WS_PROTOCOL
 from pgqueue.client import Client
 from pgqueue.db import tokens as db_tokens
 from pgqueue.db.pool import connect
@@ -80,15 +82,24 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, **app_options: Any) -> AsyncGenerator[str, None]:
-    """uvicorn serving create_app(settings) in this event loop; yields the base URL."""
+async def serving(
+    settings: Settings,
+    ws: str = WS_PROTOCOL,
+    apps: list[Litestar] | None = None,
+    **app_options: Any,
+) -> AsyncGenerator[str, None]:
+    """uvicorn serving create_app(settings) in this event loop; yields the base URL.
+
+    ``ws``: uvicorn's WebSocket protocol, by default the one ``pgqueue serve`` runs; ``apps``
+    gets the app appended, for a test that looks inside it."""
     sock = free_socket()
     port = sock.getsockname()[1]
+    app = create_app(settings, **app_options)
+    if apps is not None:
+        apps.append(app)
+    # (no permessage-deflate, as `pgqueue serve`: the frame writer is offered only without it)
     config = uvicorn.Config(
-        create_app(settings, **app_options),
-        log_level="warning",
-        lifespan="on",
-        ws="websockets-sansio",
+        app, log_level="warning", lifespan="on", ws=ws, ws_per_message_deflate=False
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

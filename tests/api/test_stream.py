@@ -15,9 +15,14 @@ import msgspec
 import psycopg
 import pytest
 import websockets
+from litestar import Litestar
+from websockets.frames import Frame, Opcode
 
 from pgqueue.api.auth import Principal, Role
-from pgqueue.stream import StateMessage, TaskMessage
+from pgqueue.api.stream import frames
+from pgqueue.api.stream.subscriber import Subscriber
+from pgqueue.api.stream.wire import PROTOCOL as WS_PROTOCOL
+from pgqueue.stream import Ping, StateMessage, TaskMessage
 from tests.api.conftest import Api, serving
 from tests.helpers import wait_for
 
@@ -283,20 +288,58 @@ def read_frames(sock: socket.socket, count: int) -> list[dict[str, Any]]:
     return messages
 
 
+@pytest.mark.parametrize("ws", [WS_PROTOCOL, "websockets-sansio"])
 async def test_subscriber_that_pauses_reading_gets_every_change_in_order(
-    api: Api, dsn: str
+    api_settings: Any, tokens: Any, dsn: str, ws: str
 ) -> None:
     """Back-pressure within the buffer: frames wait, none is lost, reordered or merged.
 
     Each change carries ~50 KB of tags, 6 MB in all: more than the client's 64 KB receive
     buffer and the kernel's send buffer (4 MB at most) hold, so uvicorn's transport pushes
-    back, a send started by the hub waits and the sender task finishes it while later changes
-    queue. Once the client reads, every change arrives in commit order, one per frame.
+    back, the frame writer refuses (or a send started by the hub waits) and the sender task
+    sends while later changes queue. Once the client reads, every change arrives in commit
+    order, one per frame. With ``pgqueue serve``'s protocol (frames written by the hub) and
+    with uvicorn's own (the ASGI send alone).
     """
-    port = int(api.url.rsplit(":", 1)[1])
+    async with serving(api_settings, ws=ws) as url:
+        await _pause_reading(int(url.rsplit(":", 1)[1]), tokens.admin, dsn)
+
+
+async def test_serve_protocol_writes_prebuilt_frames(
+    api_settings: Any, tokens: Any, dsn: str
+) -> None:
+    """Under ``pgqueue serve``'s protocol every subscriber gets the frame writer and changes
+    go out through it (no ASGI send); under uvicorn's own there is none."""
+    for ws, offered in ((WS_PROTOCOL, True), ("websockets-sansio", False)):
+        apps: list[Litestar] = []
+        async with serving(api_settings, ws=ws, apps=apps) as url:
+            api = Api(url=url, tokens=tokens, settings=api_settings)
+            hub = apps[0].state.services.hub
+            async with connect(api, tokens.admin) as ws_client:
+                await subscribe(ws_client, all=True)
+                (sub,) = hub._subs.subscribers  # (the router writes with it)
+                assert (sub.write is not None) is offered
+                sent = sub.sent
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("INSERT INTO pgqueue.tasks (kind) VALUES ('wired')")
+                message = await recv(ws_client)
+                assert message["event"] == "created" and message["task"]["kind"] == "wired"
+                assert sub.sent == sent + 1
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 70_000])
+def test_frame_wire_is_the_websocket_frame(size: int) -> None:
+    """The prebuilt bytes are the frame ``websockets`` would write for the same text."""
+    payload = b"x" * size
+    built = frames.Frame(payload)
+    assert built.wire == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert built.event["text"] == payload.decode()
+
+
+async def _pause_reading(port: int, token: str, dsn: str) -> None:
     # 64 KB: small enough to stop the server's writes, large enough to read 6 MB quickly (a
     # 4 KB window took 50 s for 2 MB)
-    sock = await asyncio.to_thread(raw_subscriber, port, api.tokens.admin, 65536)
+    sock = await asyncio.to_thread(raw_subscriber, port, token, 65536)
     try:
         sock.settimeout(30)
         ack = (await asyncio.to_thread(read_frames, sock, 1))[0]
@@ -313,3 +356,25 @@ async def test_subscriber_that_pauses_reading_gets_every_change_in_order(
         assert all(m["event"] == "created" and len(m["task"]["tags"]) == 500 for m in messages)
     finally:
         sock.close()
+
+
+async def test_a_failing_frame_writer_falls_back_to_the_asgi_send() -> None:
+    """A writer that refuses queues the frame for the sender task; one that raises is dropped
+    for that connection (the ASGI send from then on), and the router never sees the error."""
+
+    async def send(message: Any) -> None:
+        raise AssertionError("offer must not send while the writer is there")
+
+    def refuse(wire: bytes) -> bool:
+        return False
+
+    def broken(wire: bytes) -> bool:
+        raise RuntimeError("gone")
+
+    for write, kept in ((refuse, True), (broken, False)):
+        sub = Subscriber(Principal(None, Role.ADMIN), 10, send, None, write)
+        sub.idle = True
+        message = frames.frame(Ping())
+        sub.offer(message)
+        assert sub.outbox.get_nowait() is message and sub.sent == 0
+        assert (sub.write is not None) is kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from datetime import timedelta
 from typing import Any, LiteralString
@@ -12,6 +13,7 @@ import pytest
 
 from pgqueue.db.pool import connect
 from pgqueue.errors import Conflict, InvalidInput, PayloadTooLarge
+from pgqueue.gc_pause import MIN_TASKS
 from pgqueue.queue import Queue, new_task
 from pgqueue.settings import Settings
 from pgqueue.tasks import Status
@@ -188,6 +190,16 @@ async def test_enqueued_tasks_are_what_the_database_holds(queue: Queue) -> None:
         assert task == await queue.get(task.id)
     assert many[-1].id == one.id  # the replayed key
     assert [t.user_id for t in many] == ["bob"] * 4 + ["ann", "ann"]
+
+
+async def test_a_large_batch_comes_back_whole_with_the_collector_back_on(queue: Queue) -> None:
+    # big enough for pgqueue.gc_pause to hold the collector off while it builds the batch
+    n = MIN_TASKS + 1
+    tasks = await queue.enqueue_many([{"kind": "k", "payload": {"i": i}} for i in range(n)])
+    assert gc.isenabled()
+    assert [t.payload for t in tasks] == [{"i": i} for i in range(n)]
+    assert [t.seq for t in tasks] == sorted(t.seq for t in tasks)
+    assert tasks[-1] == await queue.get(tasks[-1].id)
 
 
 async def test_enqueue_many_is_all_or_nothing(queue: Queue) -> None:

@@ -10,7 +10,8 @@ import pytest
 from psycopg import errors as pg_errors
 
 from pgqueue.db import transitions
-from pgqueue.db.transitions import finish
+from pgqueue.db.queries import QUERIES
+from pgqueue.db.transitions import encode_finishes, finish
 from pgqueue.outcomes import Cancelled, Completed, Failed, Outcome, Released
 from pgqueue.queue import Queue
 from pgqueue.tasks import Status, Task, Usage
@@ -140,3 +141,35 @@ async def test_the_stall_of_a_task_whose_cancel_was_requested_cancels_it(
     await conn.execute("SELECT * FROM pgqueue.reap()")
     assert (await queue.get(task.id)).status is Status.CANCELLED
     assert await transitions.claim(queue.pool, "w2", ["default"], ["k"], 10) == []
+
+
+async def test_outcomes_are_not_found_through_the_running_index(queue: Queue, conn: Conn) -> None:
+    """Each outcome is a probe of tasks_pkey (on a table this small the planner may read it
+    whole instead). Fenced by `status = 'running'`, the statement matched tasks_running_idx's
+    predicate and the planner hash-joined a scan of that whole index: every running task of
+    every worker, and the dead entries a drain leaves behind while autovacuum is behind
+    (task_finish.sql)."""
+    # Statistics as a drain leaves them (autovacuum, which also analyzes, is off or behind):
+    # taken when few tasks ran, so the index looks small next to the outcomes of a flush.
+    tasks = await running(queue, 100)
+    await queue.enqueue_many([{"kind": "k"} for _ in range(3000)])
+    await conn.execute("ANALYZE pgqueue.tasks")
+    tasks += await transitions.claim(queue.pool, "w1", ["default"], ["k"], 3000)
+
+    async def scans() -> int:
+        await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed when idle
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        cur = await conn.execute(
+            "SELECT idx_scan FROM pg_stat_user_indexes"
+            " WHERE indexrelid = 'pgqueue.tasks_running_idx'::regclass"
+        )
+        return int((await cur.fetchone() or (0,))[0])
+
+    before = await scans()
+    rows = [finish(t.id, t.attempts, "w1", Completed(result=None)) for t in tasks[-500:]]
+    # on this connection, whose statistics scans() flushes
+    cur = await conn.execute(
+        QUERIES["task_finish_many"], {"items": encode_finishes(rows), "token_id": None}
+    )
+    assert len(await cur.fetchall()) == 500
+    assert await scans() == before

@@ -13,10 +13,11 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 
 from pgqueue.api.auth import Principal
-from pgqueue.api.stream.frames import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, PING, PONG
+from pgqueue.api.stream.frames import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, PING, PONG, Frame
 from pgqueue.api.stream.hub import Hub
 from pgqueue.api.stream.incoming import decode_op
 from pgqueue.api.stream.subscriber import Subscriber
+from pgqueue.api.stream.wire import frame_writer
 
 
 @websocket("/ws")
@@ -38,7 +39,9 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     async def revalidate() -> Principal:
         return await auth.of_connection(socket)
 
-    sub = hub.add(principal, socket.send, None if auth.insecure else revalidate)
+    sub = hub.add(
+        principal, socket.send, None if auth.insecure else revalidate, frame_writer(socket.scope)
+    )
     services.metrics.ws_subscribers.inc()
     receiver = asyncio.create_task(_receive(socket, hub, sub))
     sender = asyncio.create_task(_send(socket, sub))
@@ -108,8 +111,8 @@ async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber) -> None:
         sub.idle = True
         item = await get()
         sub.idle = False
-        if isinstance(item, dict):
-            await send(item)
+        if isinstance(item, Frame):
+            await send(item.event)
         else:
             # A send that offer() started and the transport made wait. A task resumes it:
             # ``await`` refuses a coroutine suspended mid-await.

@@ -1,5 +1,6 @@
 """What the server writes to a socket (outgoing messages are ``pgqueue.stream``'s, shared
-with the client): each message encoded once into one ASGI event, and the close codes."""
+with the client): each message encoded once into one ASGI event and the bytes of its
+WebSocket frame, and the close codes."""
 
 from __future__ import annotations
 
@@ -18,14 +19,38 @@ CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind; reconnect an
 CLOSE_UNAUTHORIZED = 4401
 
 
-def frame(message: msgspec.Struct) -> WebSocketSendEvent:
-    """The ASGI event for one message, built once and handed to every subscriber's socket.
+class Frame:
+    """One message as every subscriber's socket gets it, built once for all of them.
 
-    Encoded once, decoded to ``str`` once (text frames: clients read JSON), and the same event
-    object is passed to uvicorn for every subscriber: ``send_text(bytes)`` decoded and built a
-    new event per subscriber, three times the cost per frame (docs/benchmarks.md).
+    ``wire``: the whole WebSocket frame (a final, unmasked text frame, RFC 6455 §5.2), written
+    as is to the transports that take it (``wire.FrameWriterProtocol``). ``event``: the same
+    message as an ASGI event, for the others (and SSE reads its ``text``); one object passed
+    to uvicorn for every subscriber: ``send_text(bytes)`` decoded and built a new event per
+    subscriber, three times the cost per frame (docs/benchmarks.md).
     """
-    return {"type": "websocket.send", "bytes": None, "text": _encode(message).decode()}
+
+    __slots__ = ("event", "wire")
+
+    def __init__(self, payload: bytes) -> None:
+        self.event: WebSocketSendEvent = {
+            "type": "websocket.send",
+            "bytes": None,
+            "text": payload.decode(),
+        }
+        self.wire = _header(len(payload)) + payload
+
+
+def _header(length: int) -> bytes:
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")
+
+
+def frame(message: msgspec.Struct) -> Frame:
+    """The frame of one message: encoded once (text frames: clients read JSON)."""
+    return Frame(_encode(message))
 
 
 PING = frame(Ping())
@@ -40,7 +65,7 @@ def position_of(row: EventRow, read_from: Position, snapshot: Snapshot) -> Posit
     return Position(read_from.b, snapshot, row.id)
 
 
-def change_frame(row: EventRow, task: Task, at: Position) -> WebSocketSendEvent:
+def change_frame(row: EventRow, task: Task, at: Position) -> Frame:
     """One change of the trail as a ``TaskMessage``, with the ``event_id`` to resume after it."""
     view = msgspec.structs.replace(stream_task(task), status=row.status)
     return frame(TaskMessage(event=row.event, task=view, event_id=at.encode()))

@@ -20,6 +20,7 @@ from pgqueue.api.stream.incoming import StreamOp
 from pgqueue.api.stream.router import RESYNC, Router, fetch_tasks
 from pgqueue.api.stream.subscriber import MAX_QUEUES, MAX_TASK_IDS, Send, Subscriber
 from pgqueue.api.stream.subscriptions import Subscriptions
+from pgqueue.api.stream.wire import WriteFrame
 from pgqueue.db import stream as db_stream
 from pgqueue.db.listener import Listener
 from pgqueue.events import EVENTS
@@ -117,8 +118,9 @@ class Hub:
         principal: Principal,
         send: Send | None = None,
         revalidate: Callable[[], Awaitable[Principal]] | None = None,
+        write: WriteFrame | None = None,
     ) -> Subscriber:
-        sub = Subscriber(principal, self._buffer, send, revalidate)
+        sub = Subscriber(principal, self._buffer, send, revalidate, write)
         self._subs.add(sub)
         return sub
 

@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterable
 
 import msgspec
-from litestar.types import WebSocketSendEvent
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.api.stream.frames import CLOSE_TOO_SLOW, change_frame, position_of
+from pgqueue.api.stream.frames import CLOSE_TOO_SLOW, Frame, change_frame, position_of
 from pgqueue.api.stream.subscriber import Subscriber
 from pgqueue.api.stream.subscriptions import Subscriptions
 from pgqueue.db import stream as db_stream
@@ -229,7 +228,7 @@ class Router:
             if task is None:
                 continue  # purged meanwhile
             at = position_of(row, read_from, read.snapshot)
-            shared: WebSocketSendEvent | None = None
+            shared: Frame | None = None
             for sub in subs:
                 if sub.base is not None:
                     if at.a.covers(sub.base):
@@ -252,14 +251,14 @@ async def fetch_tasks(pool: AsyncConnectionPool, ids: Iterable[TaskId]) -> dict[
 
 async def _replay(
     pool: AsyncConnectionPool, position: Position, coverage: Coverage
-) -> tuple[db_stream.Replay, Position, list[WebSocketSendEvent]]:
+) -> tuple[db_stream.Replay, Position, list[Frame]]:
     """One read of a replay after ``position``: the read, the position after its last row,
     and the frames of its changes in order (a task purged meanwhile sends none)."""
     async with pool.connection() as conn:
         read = await db_stream.replay(conn, position, coverage, limit=_REPLAY_ROWS)
     tasks = await fetch_tasks(pool, {row.task_id for row in read.rows}) if read.rows else {}
     at = Position.at(read.snapshot)
-    frames: list[WebSocketSendEvent] = []
+    frames: list[Frame] = []
     for row in read.rows:
         at = position_of(row, position, read.snapshot)
         task = tasks.get(row.task_id)

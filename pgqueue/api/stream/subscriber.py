@@ -8,10 +8,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeGuard
 
-from litestar.types import Message, WebSocketSendEvent
+from litestar.types import Message
 
 from pgqueue.api.auth import Principal
-from pgqueue.api.stream.frames import CLOSE_POLICY, CLOSE_TOO_SLOW, frame
+from pgqueue.api.stream.frames import CLOSE_POLICY, CLOSE_TOO_SLOW, Frame, frame
+from pgqueue.api.stream.wire import WriteFrame
 from pgqueue.db.stream import Coverage
 from pgqueue.stream import Snapshot, StreamError, Subscribed
 from pgqueue.tasks import TaskId
@@ -55,10 +56,12 @@ class Subscriber:
     ``offer`` writes a frame straight to the socket when the sender task is idle and nothing
     is buffered, instead of waking that task (queue put, future, task step) once per frame:
     with many subscribers that wake-up was a large share of the server's CPU per delivered
-    message (docs/benchmarks.md has the A/B). The write must complete without waiting; if
-    uvicorn's transport pushes back
-    (its buffer is full), the started send is handed to the sender task through the buffer,
-    and later frames queue behind it: the router never waits for a client.
+    message (docs/benchmarks.md has the A/B). Where the server offers a frame writer
+    (``write``, ``wire.FrameWriterProtocol``) the frame's prebuilt bytes go to the transport
+    with no ASGI send at all; otherwise the ASGI send is started here. The write must
+    complete without waiting; if uvicorn's transport pushes back (its buffer is full), the
+    frame (or the started send) is handed to the sender task through the buffer, and later
+    frames queue behind it: the router never waits for a client.
     """
 
     def __init__(
@@ -67,13 +70,14 @@ class Subscriber:
         buffer: int,
         send: Send | None = None,
         revalidate: Callable[[], Awaitable[Principal]] | None = None,
+        write: WriteFrame | None = None,
     ) -> None:
         self.principal = principal
         self.task_ids: set[TaskId] = set()
         self.queues: set[str] = set()
         self.all = False
         # Frames, or a send already started by ``offer`` that the sender task must finish.
-        self.outbox: asyncio.Queue[WebSocketSendEvent | Coroutine[Any, Any, None]] = asyncio.Queue(
+        self.outbox: asyncio.Queue[Frame | Coroutine[Any, Any, None]] = asyncio.Queue(
             maxsize=buffer
         )
         # Set once the connection must end; ``close_code``/``close_reason`` say how.
@@ -91,37 +95,56 @@ class Subscriber:
         self.started = False  # a subscribe op was handled (``since`` is for the first one)
         self.sent = 0  # frames written, so the keepalive knows whether the socket was idle
         self.send = send  # the socket's ASGI send; None: buffer only (the sender writes)
+        self.write = write  # the server's frame writer (``wire``), None: the ASGI send only
         self.idle = False  # the sender task waits on an empty outbox, no send in flight
 
-    def offer(self, frame: WebSocketSendEvent) -> None:
+    def offer(self, frame: Frame) -> None:
         """Write or queue a frame without waiting; a full buffer marks the subscriber too slow."""
         if self.closing.is_set():
             return
         if self.idle and self.send is not None and self.outbox.empty():
-            started = self.send(frame)
-            assert _is_coroutine(started)  # Litestar's send is an ``async def``
-            try:
-                blocker = started.send(None)
-            except StopIteration:
-                self.sent += 1
-                return  # written: the common case
-            except Exception:
-                # e.g. the client is gone: no more writes from here; the frame is queued and
-                # the sender task meets the same error in its own send, as without this path.
-                self.send = None
-            else:
-                # The send waits for the transport to drain. The sender task resumes it: the
-                # future it waits on must look un-awaited again for the task to take it over.
-                if isinstance(blocker, asyncio.Future):
-                    blocker._asyncio_future_blocking = False
-                self.outbox.put_nowait(started)  # empty, so it fits
+            if self.write is not None:
+                try:
+                    written = self.write(frame.wire)
+                except Exception:
+                    # Never the router's problem: this socket goes by the ASGI send from now
+                    # on, and the sender task meets whatever is wrong with it there.
+                    self.write, written = None, False
+                if written:
+                    self.sent += 1
+                    return  # written: the common case
+                # (closing, or the transport is full: the sender task sends it, and waits)
+            elif self._start_send(frame):
                 return
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
             self.close(CLOSE_TOO_SLOW, "too slow: resubscribe")
 
-    async def put(self, frame: WebSocketSendEvent) -> None:
+    def _start_send(self, frame: Frame) -> bool:
+        """Without a frame writer: start the ASGI send here; True if it is written or handed
+        to the sender task, False if the frame must be queued."""
+        assert self.send is not None
+        started = self.send(frame.event)
+        assert _is_coroutine(started)  # Litestar's send is an ``async def``
+        try:
+            blocker = started.send(None)
+        except StopIteration:
+            self.sent += 1
+            return True  # written
+        except Exception:
+            # e.g. the client is gone: no more writes from here; the frame is queued and
+            # the sender task meets the same error in its own send, as without this path.
+            self.send = None
+            return False
+        # The send waits for the transport to drain. The sender task resumes it: the
+        # future it waits on must look un-awaited again for the task to take it over.
+        if isinstance(blocker, asyncio.Future):
+            blocker._asyncio_future_blocking = False
+        self.outbox.put_nowait(started)  # empty, so it fits
+        return True
+
+    async def put(self, frame: Frame) -> None:
         """Queue a frame, waiting for room: a replay goes at the pace of the client."""
         if not self.closing.is_set():
             await self.outbox.put(frame)
