@@ -9,8 +9,10 @@ extended-protocol Execute ('E') is one statement, BEGIN and COMMIT included (as
 pg_stat_statements counts them). The text of each is kept too (Parse names the statement,
 Bind picks it), so a report can say what an idle process keeps asking.
 
-The proxy needs a TCP server and plain connections: its DSN sets sslmode=disable and
-gssencmode=disable (an encrypted stream could not be read).
+The proxy listens on 127.0.0.1 and forwards to the server's TCP port or, when the DSN's host is
+a directory, its Unix socket (the tests' embedded pgserver has no TCP port). Connections must be
+plain: its DSN sets sslmode=disable and gssencmode=disable (an encrypted stream could not be
+read).
 """
 
 from __future__ import annotations
@@ -76,8 +78,6 @@ class StatementCounter:
     def __init__(self, dsn: str) -> None:
         params = conninfo_to_dict(dsn)
         self.upstream = (str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
-        if self.upstream[0].startswith("/"):
-            raise ValueError("the statement counter needs a TCP server, not a Unix socket")
         self._params = params
         self.statements = 0
         self.texts: Counter[str] = Counter()
@@ -131,7 +131,12 @@ class StatementCounter:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            host, port = self.upstream
+            if host.startswith("/"):  # a Unix-socket server (the embedded pgserver's)
+                socket_path = f"{host}/.s.PGSQL.{port}"
+                up_reader, up_writer = await asyncio.open_unix_connection(socket_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.close()
             return
