@@ -97,13 +97,13 @@ def drop_database(server: str, name: str) -> None:
 
 
 def run_one(
-    server: str, system: str, metric: str, arg: str, template: str | None = None
+    server: str, system: str, metric: str, *args: str, template: str | None = None
 ) -> dict[str, float]:
     """One metric of one system in its own process, in a new database (copied from template)."""
     dsn = fresh_database(server, f"bench_{system}", template)
     script = HERE / "systems" / f"{system}_bench.py"
     out = subprocess.run(
-        [str(PYTHON), str(script), metric, dsn, arg],
+        [str(PYTHON), str(script), metric, dsn, *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -41,7 +41,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import fresh_database  # moves into bench/.venv when started with plain python3
+from compare import (
+    fresh_database,
+    run_one,
+)  # moves into bench/.venv when started with plain python3
 
 # isort: split
 import psycopg
@@ -523,25 +526,8 @@ def producer_latency(
     """bench/systems/pgqueue_bench.py `producer`: enqueue → handler start of `probes` tasks
     while `processes` producer processes enqueue `rate` tasks/s (`batch` per call) into the
     same queue a worker of `concurrency` drains; with the rates achieved over the window."""
-    dsn = fresh_database(server, "bench_producer")
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "systems" / "pgqueue_bench.py"),
-            "producer",
-            dsn,
-            *(str(a) for a in (rate, processes, batch, concurrency, probes)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"pgqueue producer failed:\n{out.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(lines[-1])
-    return result
+    params = (rate, processes, batch, concurrency, probes)
+    return run_one(server, "pgqueue", "producer", *(str(a) for a in params))
 
 
 def websocket(
