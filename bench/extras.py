@@ -41,14 +41,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import (
-    fresh_database,
-    run_one,
-)  # moves into bench/.venv when started with plain python3
+# (importing compare moves into bench/.venv when started with plain python3)
+from compare import fresh_database, run_one
 
 # isort: split
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from statement_counter import StatementCounter
 
 HERE = Path(__file__).resolve().parent
@@ -135,16 +134,16 @@ def idle_cost(server: str, seconds: float = 30) -> dict[str, float]:
     to it). Backends report those when idle, at most once a second and up to ten seconds
     late, so the window is long. The most frequent statements go to stderr.
     """
-    return _idle(server, "bench_idle", "worker", lambda dsn: _started_worker(dsn, 10), seconds)
+    dsn = fresh_database(server, "bench_idle")
+    migrate(dsn)
+    return _idle(server, dsn, "worker", lambda via: _started_worker(via, 10), seconds)
 
 
 def api_idle_cost(server: str, seconds: float = 30) -> dict[str, float]:
     """idle_cost for one `pgqueue serve` process (token auth on, as it runs by default) that
     no client talks to."""
-    dsn = fresh_database(server, "bench_idle_api")
-    migrate(dsn)
-    token(dsn)
-    return _idle(server, "bench_idle_api", "API", lambda via: serving(via, dsn), seconds, dsn)
+    dsn, _ = api_database(server, "bench_idle_api")
+    return _idle(server, dsn, "API", lambda via: serving(via, dsn), seconds)
 
 
 @contextlib.contextmanager
@@ -158,17 +157,15 @@ def _started_worker(dsn: str, concurrency: int) -> Iterator[None]:
 
 def _idle(
     server: str,
-    name: str,
+    dsn: str,
     what: str,
     start: Callable[[str], contextlib.AbstractContextManager[object]],
     seconds: float,
-    dsn: str | None = None,
 ) -> dict[str, float]:
-    """Statements and transactions per second of the process `start(dsn)` runs (its DSN
-    goes through the counting proxy), in a window of `seconds` after 5 s of start-up."""
-    if dsn is None:
-        dsn = fresh_database(server, name)
-        migrate(dsn)
+    """Statements and transactions per second of the process `start(via)` runs on database
+    `dsn` (`via`: its DSN through the counting proxy), in a window of `seconds` after 5 s of
+    start-up."""
+    name = conninfo_to_dict(dsn)["dbname"]
     query = (  # read from the server's database: our own look does not count here
         f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{name}'"
     )
