@@ -18,7 +18,8 @@ app = pgqueue.App()
 
 @app.task("work")
 async def work(ctx: pgqueue.Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await asyncio.sleep(0.02)
+    # logged as it starts: a started handler proves its claim was acknowledged
     with Path(os.environ["PGQUEUE_TEST_EXEC_LOG"]).open("a") as log:  # noqa: ASYNC230  (one line)
         log.write(f"{ctx.task_id} {ctx.attempt} {os.getpid()}\n")
+    await asyncio.sleep(0.02)
     return {"pid": os.getpid()}

@@ -8,6 +8,13 @@ every task whose enqueue was answered 201 is there and completes, no completion 
 twice, the subscriber gets changes again. With asynchronous replication the test measures what
 was lost (it reads the old primary afterwards) and checks the lease fencing kept the record
 exactly-once for what survived. Each run prints its timeline (``pytest -s`` shows it).
+
+"Committed" is what a client was told: a transaction whose commit record reached the old
+primary's WAL while it waited for the standby's acknowledgement is committed there (crash
+recovery replays it) but its client got an error, not an answer, and PostgreSQL makes no
+promise about it. Those are counted apart (``in_flight_*``): the old primary has them and
+the new one need not. A loss is something acknowledged — an enqueue answered 201, a claim
+whose handler started, an outcome the stream announced — that the new primary lacks.
 """
 
 from __future__ import annotations
@@ -72,10 +79,14 @@ class Report(msgspec.Struct):
     recorded_twice: int = 0  # tasks with more than one `completed` event
     executed_twice: int = 0  # tasks whose handler ran more than once (at-least-once)
     lag_bytes_at_kill: int | None = None
-    # what the old primary had committed and the new one did not have at its promotion
-    lost_enqueues: int = 0
-    lost_claims: int = 0  # an attempt started on the old primary, unknown to the new one
-    lost_outcomes: int = 0  # finished on the old primary, still running or pending on the new
+    # acknowledged before the kill, absent from the new primary at its promotion
+    lost_enqueues: int = 0  # answered 201
+    lost_claims: int = 0  # its handler started; the new primary has fewer attempts
+    lost_outcomes: int = 0  # the stream announced it; still running or pending on the new
+    # committed on the old primary, never acknowledged (their clients saw an error)
+    in_flight_enqueues: int = 0
+    in_flight_claims: int = 0
+    in_flight_outcomes: int = 0
 
 
 def _env(pair: Pair, exec_log: Path) -> dict[str, str]:
@@ -179,6 +190,13 @@ class Load:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _executions(work: Path) -> list[tuple[str, int]]:
+    """(task id, attempt) of every handler start logged so far (``apps.py``)."""
+    log = work / "executions.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [(f[0], int(f[1])) for f in (line.split() for line in lines) if len(f) == 3]
+
+
 async def _scalar(conn: psycopg.AsyncConnection[Any], query: LiteralString, *params: Any) -> Any:
     cur = await conn.execute(query, params or None)
     row = await cur.fetchone()
@@ -228,6 +246,9 @@ async def _failover(pair: Pair, work: Path, replication: str) -> Report:
             killed = time.monotonic()
             report.accepted_before_kill = len(load.accepted)
             await asyncio.to_thread(pair.primary.stop, "immediate")
+            # handlers started by now ran claims the old primary acknowledged (the new one
+            # is not up yet); one dispatched a moment late is missed: a lower bound
+            started = _executions(work)
             await asyncio.to_thread(pair.standby.promote)
             timeline.promoted = time.monotonic() - killed
             new = await connect(pair.node_dsn(pair.standby))
@@ -239,6 +260,14 @@ async def _failover(pair: Pair, work: Path, replication: str) -> Report:
                     "SELECT id::text, status::text, attempts FROM pgqueue.tasks"
                 )
                 at_promotion = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+                # answered before the promotion ended: committed on the old primary (nothing
+                # else was up), so the standby must have it
+                acknowledged = {
+                    i for i, t in load.accepted.items() if t < killed + timeline.promoted
+                }
+                announced = {
+                    i for t, i, e in load.pushed if e in TERMINAL and t < killed + timeline.promoted
+                }
                 pids = {str(p.pid) for p in procs[1:]}
 
                 async def all_back() -> bool:
@@ -295,8 +324,9 @@ async def _failover(pair: Pair, work: Path, replication: str) -> Report:
                     "WHERE event = 'completed' GROUP BY task_id HAVING count(*) > 1) d",
                 )
             )
-    runs = Counter(line.split()[0] for line in (work / "executions.log").read_text().splitlines())
+    runs = Counter(task_id for task_id, _ in _executions(work))
     report.executed_twice = sum(1 for n in runs.values() if n > 1)
+    report.lost_enqueues = len(acknowledged - at_promotion.keys())
     # What the old primary had that the new one does not: start it alone, now that no
     # pgqueue process is left to connect to it (two primaries would be a split brain).
     await asyncio.to_thread(pair.primary.start)
@@ -305,13 +335,19 @@ async def _failover(pair: Pair, work: Path, replication: str) -> Report:
         cur = await old.execute("SELECT id::text, status::text, attempts FROM pgqueue.tasks")
         for task_id, status, attempts in await cur.fetchall():
             if task_id not in at_promotion:
-                report.lost_enqueues += 1
+                report.in_flight_enqueues += task_id not in acknowledged
                 continue
             new_status, new_attempts = at_promotion[task_id]
             if attempts > new_attempts:
-                report.lost_claims += 1
+                if any(a > new_attempts for i, a in started if i == task_id):
+                    report.lost_claims += 1
+                else:
+                    report.in_flight_claims += 1
             if status in TERMINAL and new_status not in TERMINAL:
-                report.lost_outcomes += 1
+                if task_id in announced:
+                    report.lost_outcomes += 1
+                else:
+                    report.in_flight_outcomes += 1
     print(f"\nfailover report: {msgspec.json.encode(report).decode()}")
     return report
 
