@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import sys
@@ -24,6 +25,23 @@ from pgqueue.settings import Settings
 
 if TYPE_CHECKING:
     from litestar import Litestar
+
+# uvicorn's WebSocket protocol for the server processes (pgqueue/api/stream/wire.py).
+WS_PROTOCOL = "pgqueue.api.stream.wire:FrameWriterProtocol"
+
+# The supervisor of `serve --workers N`: uvicorn's process manager (it binds the socket,
+# spawns the server processes, restarts one that dies, stops them on SIGTERM) and nothing
+# more, so that it costs the memory of uvicorn alone. pgqueue's logging is loaded only for
+# JSON lines (uvicorn's own text handlers otherwise).
+_SUPERVISOR = """
+import json, sys
+given = json.loads(sys.argv[1])
+if given["logs"]["json"]:
+    from pgqueue.logging import configure
+    configure(given["logs"]["level"], "json")
+import uvicorn
+uvicorn.run(**given["options"])
+"""
 
 
 def register(subparsers: Any) -> None:
@@ -59,12 +77,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from pgqueue.api.stream.wire import PROTOCOL as WS_PROTOCOL
-
-    # Each uvicorn process builds its app from the environment (--workers forks/spawns).
+    # Each uvicorn process builds its app from the environment (--workers spawns them).
     for name, value in _as_env(settings).items():
         os.environ[name] = value
     os.environ["PGQUEUE_INSECURE"] = "1" if args.insecure else "0"
@@ -74,33 +89,47 @@ def run(args: argparse.Namespace) -> int:
         f"{args.workers} process(es); OpenAPI at /schema/openapi.json",
         flush=True,
     )
-    uvicorn.run(
-        "pgqueue.cli.serve:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=args.workers,
-        access_log=args.access_log,
-        log_level="warning",
+    json_logs = os.environ.get("PGQUEUE_LOG_FORMAT") == "json"
+    options: dict[str, Any] = {
+        "app": "pgqueue.cli.serve:app_from_env",
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": args.workers,
+        "access_log": args.access_log,
+        "log_level": "warning",
         # SIGTERM: the app drains first (long-polls answered, WebSockets closed with 1001,
         # api/app.py); what is still running 5 s later is cancelled, so that with the
         # lifespan's own shutdown the process is gone within the 10 s of SPEC §4.
-        timeout_graceful_shutdown=5,
+        "timeout_graceful_shutdown": 5,
         # JSON logs: uvicorn's lines go through the root logger too, not its own text handlers
-        log_config=None if os.environ.get("PGQUEUE_LOG_FORMAT") == "json" else LOGGING_CONFIG,
+        "log_config": None if json_logs else LOGGING_CONFIG,
         # websockets-sansio (it frames a message in about a third of wsproto's time; wsproto
         # is not installed: a new dependency for a slower path; uvicorn's other "websockets"
         # implementation runs on websockets.legacy, which is deprecated), with the frame
         # writer through which the hub writes each message's frame, built once, to every
-        # subscriber (pgqueue/api/stream/wire.py).
-        ws=WS_PROTOCOL,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        # subscriber (pgqueue/api/stream/wire.py). Named, not imported: importing it here
+        # would load the whole app into a --workers supervisor.
+        "ws": WS_PROTOCOL,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
         # No permessage-deflate: a change goes to every subscriber, and deflate compresses it
         # again for each one with a zlib context per connection (memory and CPU per frame;
         # docs/benchmarks.md has the A/B). Messages are < 1 KB.
-        ws_per_message_deflate=False,
-    )
+        "ws_per_message_deflate": False,
+    }
+    if args.workers > 1:
+        # This process has loaded the CLI, psycopg and its checks; as the supervisor of the
+        # server processes it needs none of that. Replaced by a Python that imports only
+        # uvicorn (same pid, so signals and exit status reach it as before).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logs = {"level": args.log_level, "json": json_logs}
+        payload = json.dumps({"logs": logs, "options": options})
+        os.execv(sys.executable, [sys.executable, "-c", _SUPERVISOR, payload])  # noqa: S606 -- a fixed program
+    import uvicorn
+
+    uvicorn.run(**options)
     return 0
 
 
