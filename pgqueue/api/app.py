@@ -65,7 +65,7 @@ def create_app(
         pool = create_pool(settings.dsn, min_size=2, max_size=settings.pool_size)
         await pool.open(wait=True)
         listener = Listener(settings.listen_target, [EVENTS, WAKEUP])
-        hub = Hub(listener, pool, buffer=ws_buffer)
+        hub = Hub(listener, pool, buffer=ws_buffer, ping_s=settings.heartbeat_s)
         services = Services(
             settings, pool, listener, Authenticator(pool, insecure=insecure), metrics, hub
         )

@@ -27,7 +27,6 @@ from litestar.response import Stream
 from pgqueue.api.auth import Principal
 from pgqueue.api.services import PrincipalDep, Services, ServicesDep
 from pgqueue.api.stream import Hub
-from pgqueue.api.stream.frames import Frame
 from pgqueue.api.stream.incoming import StreamOp
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.stream import Position
@@ -146,27 +145,19 @@ async def _events(
     # (a resume point past retention is said, ``since_expired``, and the stream goes on from
     # now, state first: an EventSource would otherwise resend it forever)
     subscribing = asyncio.create_task(hub.subscribe(sub, op), name="pgqueue-sse-subscribe")
-    closing = asyncio.create_task(sub.closing.wait())
     try:
         while True:
-            getting = asyncio.create_task(sub.outbox.get())
-            done, _ = await asyncio.wait(
-                {getting, closing}, timeout=ping_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getting not in done:
-                getting.cancel()
-                if closing in done:
-                    yield _event(
-                        "close",
-                        msgspec.json.encode(
-                            {"code": sub.close_code, "reason": sub.close_reason}
-                        ).decode(),
-                    )
-                    return
+            try:
+                async with asyncio.timeout(ping_s):
+                    frame = await sub.take()
+            except TimeoutError:
                 yield _PING
                 continue
-            frame = getting.result()
-            text = frame.event.get("text") if isinstance(frame, Frame) else None
+            if frame is None:  # the hub closed it (too slow, token revoked, shutdown)
+                reason = {"code": sub.close_code, "reason": sub.close_reason}
+                yield _event("close", msgspec.json.encode(reason).decode())
+                return
+            text = frame.event.get("text")
             if text is None:
                 continue
             head = _head(text)
@@ -175,10 +166,9 @@ async def _events(
             yield _event(head.type, text, head.event_id)
     finally:
         hub.remove(sub)
-        for task in (subscribing, closing):
-            task.cancel()
+        subscribing.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.gather(subscribing, closing, return_exceptions=True)
+            await subscribing
 
 
 def _event(kind: str, data: str, event_id: str = "") -> bytes:

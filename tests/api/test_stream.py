@@ -359,11 +359,15 @@ async def _pause_reading(port: int, token: str, dsn: str) -> None:
 
 
 async def test_a_failing_frame_writer_falls_back_to_the_asgi_send() -> None:
-    """A writer that refuses queues the frame for the sender task; one that raises is dropped
-    for that connection (the ASGI send from then on), and the router never sees the error."""
+    """A writer that refuses leaves the frame to the drain task, which sends it through the
+    ASGI send; one that raises is dropped for that connection (the ASGI send from then on),
+    and the router never sees the error."""
+    sent: list[Any] = []
+    called = asyncio.Event()
 
     async def send(message: Any) -> None:
-        raise AssertionError("offer must not send while the writer is there")
+        sent.append(message)
+        called.set()
 
     def refuse(wire: bytes) -> bool:
         return False
@@ -372,9 +376,31 @@ async def test_a_failing_frame_writer_falls_back_to_the_asgi_send() -> None:
         raise RuntimeError("gone")
 
     for write, kept in ((refuse, True), (broken, False)):
+        sent.clear()
+        called.clear()
         sub = Subscriber(Principal(None, Role.ADMIN), 10, send, None, write)
-        sub.idle = True
         message = frames.frame(Ping())
         sub.offer(message)
-        assert sub.outbox.get_nowait() is message and sub.sent == 0
+        assert sent == [] and sub.sent == 0 and not sub.idle  # queued, not written
+        await asyncio.wait_for(called.wait(), 5)  # (the drain task's step ran to its end)
+        assert sent == [message.event] and sub.sent == 1 and sub.idle
         assert (sub.write is not None) is kept
+
+
+async def test_a_full_buffer_closes_the_subscriber_as_too_slow() -> None:
+    """Frames wait behind a send the transport holds up; one more than the buffer holds
+    closes the connection with 1013 instead of growing without bound or waiting."""
+    release = asyncio.Event()
+
+    async def send(message: Any) -> None:
+        await release.wait()
+
+    sub = Subscriber(Principal(None, Role.ADMIN), 3, send)
+    for _ in range(4):  # the first is being sent, three wait
+        sub.offer(frames.frame(Ping()))
+        await asyncio.sleep(0)
+    assert not sub.closing.done()
+    sub.offer(frames.frame(Ping()))
+    assert sub.closing.done() and sub.close_code == frames.CLOSE_TOO_SLOW
+    release.set()
+    sub.stop_sending()

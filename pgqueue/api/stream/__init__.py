@@ -9,15 +9,18 @@ message). Each change is its own frame; changes are never merged. A connection's
 subscribe joins the router from a snapshot (a resume's ``since``, or now), so it gets every
 change after that point exactly once (docs/architecture.md, "Gap-free stream positions").
 
-An idle subscriber (nothing buffered, its sender task waiting) gets the frame written at once,
+An idle subscriber (nothing buffered, no send under way) gets the frame written at once,
 when the transport takes it without waiting. Otherwise the frame goes to its bounded buffer
 (default 10,000 messages: it holds references to the event shared by all subscribers, so it
 costs pointers, not copies; it must exceed the largest burst, e.g. a 10,000-task batch),
-drained by its own sender task. The hub never awaits a subscriber: a full buffer closes that
-connection (code 1013, "try again later"); the client reconnects and resumes from its last
-``event_id`` (or resubscribes, getting the current state first). So a slow or dead client can
-neither grow memory nor delay anyone else, and the database is never waited on for it.
-Connections are borrowed from the pool only for the batch reads, never held by a stream.
+drained by a task that exists only while something is buffered. An idle connection has no
+task, queue or timer of its own (the hub pings the silent ones every heartbeat interval), so
+10,000 of them cost their sockets and little else. The hub never awaits a subscriber: a
+full buffer closes that connection (code 1013, "try again later"); the client reconnects and
+resumes from its last ``event_id`` (or resubscribes, getting the current state first). So a
+slow or dead client can neither grow memory nor delay anyone else, and the database is never
+waited on for it. Connections are borrowed from the pool only for the batch reads, never
+held by a stream.
 
 What one connection may cost is bounded (SPEC §5 "Bounds"): at most ``MAX_TASK_IDS`` task
 ids and ``MAX_QUEUES`` queues; an op that would pass either is refused whole. Every reply is

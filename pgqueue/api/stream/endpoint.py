@@ -1,6 +1,7 @@
-"""``WS /ws``: one connection's life. Authenticate, register with the hub, then three tasks
-side by side: read and apply the client's ops, write the buffered frames, ping when idle;
-whichever ends first (the client left, or the hub asked to close) ends the others."""
+"""``WS /ws``: one connection's life. Authenticate, register with the hub, then read and apply
+the client's ops until the client leaves or the hub asks to close. Writing is the
+subscriber's (``Subscriber.offer``: straight to the socket, a drain task only while the
+transport pushes back); pinging a silent connection is the hub's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 
 from pgqueue.api.auth import Principal
-from pgqueue.api.stream.frames import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, PING, PONG, Frame
+from pgqueue.api.stream.frames import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, PONG
 from pgqueue.api.stream.hub import Hub
 from pgqueue.api.stream.incoming import decode_op
 from pgqueue.api.stream.subscriber import Subscriber
@@ -44,27 +45,23 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     )
     services.metrics.ws_subscribers.inc()
     receiver = asyncio.create_task(_receive(socket, hub, sub))
-    sender = asyncio.create_task(_send(socket, sub))
-    keepalive = asyncio.create_task(_keepalive(sub, services.settings.heartbeat_s))
-    closing = asyncio.create_task(sub.closing.wait())
     try:
-        await asyncio.wait({receiver, sender, closing}, return_when=asyncio.FIRST_COMPLETED)
-        if closing.done():
+        await asyncio.wait({receiver, sub.closing}, return_when=asyncio.FIRST_COMPLETED)
+        if sub.closing.done():
             if sub.close_code == CLOSE_TOO_SLOW:
                 hub.dropped += 1
                 services.metrics.ws_dropped.inc()
-            sender.cancel()  # it may be stuck writing to a client that does not read
+            sub.stop_sending()  # its drain may be stuck writing to a client that does not read
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     socket.close(code=sub.close_code, reason=sub.close_reason), 5
                 )
     finally:
-        sub.send = None  # no direct writes to a finished connection
+        sub.stop_sending()  # no writes to a finished connection
         hub.remove(sub)
         services.metrics.ws_subscribers.dec()
-        for task in (receiver, sender, keepalive, closing):
-            task.cancel()
-        await asyncio.gather(receiver, sender, keepalive, closing, return_exceptions=True)
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
 
 
 async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) -> None:
@@ -73,7 +70,7 @@ async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) 
     resume: asyncio.Task[None] | None = None
     try:
         with contextlib.suppress(WebSocketDisconnect):
-            while not sub.closing.is_set():
+            while not sub.closing.done():
                 raw = await socket.receive_data(mode="text")
                 try:
                     op = decode_op(raw)
@@ -97,33 +94,3 @@ async def _receive(socket: WebSocket[Any, Any, Any], hub: Hub, sub: Subscriber) 
             resume.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await resume
-
-
-async def _send(socket: WebSocket[Any, Any, Any], sub: Subscriber) -> None:
-    """Drain the buffer to the socket, one frame per message (SPEC §5: no coalescing).
-
-    A plain ``get()``: the earlier ``wait_for(get(), ping_s)`` made a task and a timer per
-    frame; pings are ``_keepalive``'s job. While it waits on an empty buffer (``idle``),
-    ``Subscriber.offer`` writes to the socket itself.
-    """
-    send, get = socket.send, sub.outbox.get
-    while True:
-        sub.idle = True
-        item = await get()
-        sub.idle = False
-        if isinstance(item, Frame):
-            await send(item.event)
-        else:
-            # A send that offer() started and the transport made wait. A task resumes it:
-            # ``await`` refuses a coroutine suspended mid-await.
-            await asyncio.ensure_future(item)
-        sub.sent += 1
-
-
-async def _keepalive(sub: Subscriber, ping_s: float) -> None:
-    """Offer a ping when nothing was sent for a whole interval (so proxies keep it open)."""
-    while True:
-        sent = sub.sent
-        await asyncio.sleep(ping_s)
-        if sub.sent == sent and sub.outbox.empty():
-            sub.offer(PING)

@@ -15,6 +15,7 @@ _encode = msgspec.json.Encoder().encode
 
 CLOSE_GOING_AWAY = 1001  # the server shuts down
 CLOSE_POLICY = 1008  # the client keeps sending bad ops
+CLOSE_SEND_FAILED = 1011  # a write to the socket failed (the client is most likely gone)
 CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind; reconnect and resubscribe
 CLOSE_UNAUTHORIZED = 4401
 

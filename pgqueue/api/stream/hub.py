@@ -15,7 +15,7 @@ from litestar.exceptions import NotAuthorizedException
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.api.auth import Principal
-from pgqueue.api.stream.frames import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED, frame
+from pgqueue.api.stream.frames import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED, PING, frame
 from pgqueue.api.stream.incoming import StreamOp
 from pgqueue.api.stream.router import RESYNC, Router, fetch_tasks
 from pgqueue.api.stream.subscriber import MAX_QUEUES, MAX_TASK_IDS, Send, Subscriber
@@ -48,14 +48,17 @@ class Hub:
         *,
         buffer: int = 10_000,
         auth_check_s: float = 1.0,
+        ping_s: float = 10.0,
     ) -> None:
         self._pool = pool
         self._buffer = buffer
         self._auth_check_s = auth_check_s
+        self._ping_s = ping_s
         self._subs = Subscriptions()
         self._router = Router(pool, self._subs)
         self._routing: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self.dropped = 0  # subscribers closed for being too slow, for metrics
         listener.subscribe(EVENTS, self._router.on_notify)
         listener.on_reconnect(lambda: self._router.on_notify(RESYNC))
@@ -72,9 +75,10 @@ class Hub:
     def start(self) -> None:
         self._routing = asyncio.create_task(self._router.route_forever(), name="pgqueue-ws-hub")
         self._checker = asyncio.create_task(self._check_tokens_forever(), name="pgqueue-ws-auth")
+        self._pinger = asyncio.create_task(self._ping_forever(), name="pgqueue-ws-ping")
 
     async def stop(self) -> None:
-        for task in (self._routing, self._checker):
+        for task in (self._routing, self._checker, self._pinger):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -101,7 +105,7 @@ class Hub:
         while True:
             await asyncio.sleep(self._auth_check_s)
             for sub in list(self._subs.subscribers):
-                if sub.revalidate is None or sub.closing.is_set():
+                if sub.revalidate is None or sub.closing.done():
                     continue
                 try:
                     await sub.revalidate()
@@ -110,6 +114,18 @@ class Hub:
                 except Exception:
                     # The database may be down: keep the socket, the next check asks again.
                     log.exception("stream hub could not check a connection's token")
+
+    async def _ping_forever(self) -> None:
+        """Ping every WebSocket that was sent nothing for a whole interval, so that proxies
+        keep it open (``{"type": "ping"}``, docs/api.md). One loop for all of them: a timer
+        per connection was memory and wake-ups that 10,000 idle sockets do not need. (An SSE
+        stream pings from its own generator.)"""
+        while True:
+            await asyncio.sleep(self._ping_s)
+            for sub in list(self._subs.subscribers):
+                if sub.send is not None and sub.sent == sub.pinged_at and sub.idle:
+                    sub.offer(PING)
+                sub.pinged_at = sub.sent
 
     # -- subscriptions ------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ the bounds of SPEC §5 that one connection may cost."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeGuard
@@ -11,7 +12,13 @@ from typing import Any, TypeGuard
 from litestar.types import Message
 
 from pgqueue.api.auth import Principal
-from pgqueue.api.stream.frames import CLOSE_POLICY, CLOSE_TOO_SLOW, Frame, frame
+from pgqueue.api.stream.frames import (
+    CLOSE_POLICY,
+    CLOSE_SEND_FAILED,
+    CLOSE_TOO_SLOW,
+    Frame,
+    frame,
+)
 from pgqueue.api.stream.wire import WriteFrame
 from pgqueue.db.stream import Coverage
 from pgqueue.stream import Snapshot, StreamError, Subscribed
@@ -28,12 +35,19 @@ BAD_OPS = 50
 Send = Callable[[Message], Awaitable[None]]
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 def _is_coroutine(value: object) -> TypeGuard[Coroutine[Any, Any, None]]:
     return isinstance(value, Coroutine)
 
 
 class Allowance:
     """A token bucket: ``burst`` at once, refilled at ``per_s`` per second."""
+
+    __slots__ = ("at", "burst", "left", "per_s")
 
     def __init__(self, burst: float, per_s: float) -> None:
         self.burst, self.per_s = burst, per_s
@@ -50,19 +64,51 @@ class Allowance:
         return True
 
 
-class Subscriber:
-    """One WebSocket's subscriptions and its bounded outgoing buffer.
+# A frame to send, or a send ``offer`` started that the transport made wait.
+Item = Frame | Coroutine[Any, Any, None]
 
-    ``offer`` writes a frame straight to the socket when the sender task is idle and nothing
-    is buffered, instead of waking that task (queue put, future, task step) once per frame:
-    with many subscribers that wake-up was a large share of the server's CPU per delivered
-    message (docs/benchmarks.md has the A/B). Where the server offers a frame writer
-    (``write``, ``wire.FrameWriterProtocol``) the frame's prebuilt bytes go to the transport
-    with no ASGI send at all; otherwise the ASGI send is started here. The write must
-    complete without waiting; if uvicorn's transport pushes back (its buffer is full), the
-    frame (or the started send) is handed to the sender task through the buffer, and later
-    frames queue behind it: the router never waits for a client.
+
+class Subscriber:
+    """One WebSocket's (or SSE stream's) subscriptions and its bounded outgoing buffer.
+
+    ``offer`` writes a frame straight to the socket when nothing is waiting to be sent:
+    where the server offers a frame writer (``write``, ``wire.FrameWriterProtocol``) the
+    frame's prebuilt bytes go to the transport with no ASGI send at all; otherwise the ASGI
+    send is started here. That write must complete without waiting; if uvicorn's transport
+    pushes back (its buffer is full), the frame (or the started send) waits in ``_pending``
+    and a drain task, started then and ending once it has sent them all, sends it and the
+    frames queued behind it: the router never waits for a client. An SSE stream has no
+    ``send``: its generator ``take``s the frames instead.
+
+    An idle connection therefore costs no task, queue or timer of its own (the hub pings the
+    silent ones): with 10,000 subscribers per-connection objects are the server's memory
+    (docs/benchmarks.md, "WebSocket fan-out").
     """
+
+    __slots__ = (
+        "_buffer",
+        "_drainer",
+        "_frames_wanted",
+        "_pending",
+        "_room_wanted",
+        "all",
+        "bad_ops",
+        "base",
+        "catching_up",
+        "close_code",
+        "close_reason",
+        "closing",
+        "error_replies",
+        "pinged_at",
+        "principal",
+        "queues",
+        "revalidate",
+        "send",
+        "sent",
+        "started",
+        "task_ids",
+        "write",
+    )
 
     def __init__(
         self,
@@ -76,12 +122,13 @@ class Subscriber:
         self.task_ids: set[TaskId] = set()
         self.queues: set[str] = set()
         self.all = False
-        # Frames, or a send already started by ``offer`` that the sender task must finish.
-        self.outbox: asyncio.Queue[Frame | Coroutine[Any, Any, None]] = asyncio.Queue(
-            maxsize=buffer
-        )
-        # Set once the connection must end; ``close_code``/``close_reason`` say how.
-        self.closing = asyncio.Event()
+        self._buffer = buffer
+        self._pending: collections.deque[Item] | None = None  # made when a frame must wait
+        self._drainer: asyncio.Task[None] | None = None  # sends ``_pending``, then ends
+        self._frames_wanted: asyncio.Future[None] | None = None  # a ``take`` waits for one
+        self._room_wanted: asyncio.Future[None] | None = None  # a ``put`` waits for room
+        # Done once the connection must end; ``close_code``/``close_reason`` say how.
+        self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_code = CLOSE_TOO_SLOW
         self.close_reason = ""
         self.revalidate = revalidate  # the principal again, from the token (None: insecure)
@@ -93,37 +140,39 @@ class Subscriber:
         self.catching_up = False
         self.base: Snapshot | None = None
         self.started = False  # a subscribe op was handled (``since`` is for the first one)
-        self.sent = 0  # frames written, so the keepalive knows whether the socket was idle
-        self.send = send  # the socket's ASGI send; None: buffer only (the sender writes)
+        self.sent = 0  # frames written, so the hub's keepalive knows the socket was silent
+        self.pinged_at = -1  # ``sent`` when the keepalive last looked
+        self.send = send  # the socket's ASGI send; None: buffer only (SSE ``take``s)
         self.write = write  # the server's frame writer (``wire``), None: the ASGI send only
-        self.idle = False  # the sender task waits on an empty outbox, no send in flight
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be sent and no send is under way: a frame may be written now."""
+        return self.send is not None and self._drainer is None and not self._pending
 
     def offer(self, frame: Frame) -> None:
         """Write or queue a frame without waiting; a full buffer marks the subscriber too slow."""
-        if self.closing.is_set():
+        if self.closing.done():
             return
-        if self.idle and self.send is not None and self.outbox.empty():
+        if self.idle:
             if self.write is not None:
                 try:
                     written = self.write(frame.wire)
                 except Exception:
                     # Never the router's problem: this socket goes by the ASGI send from now
-                    # on, and the sender task meets whatever is wrong with it there.
+                    # on, and the drain task meets whatever is wrong with it there.
                     self.write, written = None, False
                 if written:
                     self.sent += 1
                     return  # written: the common case
-                # (closing, or the transport is full: the sender task sends it, and waits)
+                # (closing, or the transport is full: the drain task sends it, and waits)
             elif self._start_send(frame):
                 return
-        try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.close(CLOSE_TOO_SLOW, "too slow: resubscribe")
+        self._queue(frame)
 
     def _start_send(self, frame: Frame) -> bool:
         """Without a frame writer: start the ASGI send here; True if it is written or handed
-        to the sender task, False if the frame must be queued."""
+        to the drain task, False if the frame must be queued."""
         assert self.send is not None
         started = self.send(frame.event)
         assert _is_coroutine(started)  # Litestar's send is an ``async def``
@@ -134,20 +183,78 @@ class Subscriber:
             return True  # written
         except Exception:
             # e.g. the client is gone: no more writes from here; the frame is queued and
-            # the sender task meets the same error in its own send, as without this path.
+            # the drain task meets the same error in its own send, as without this path.
             self.send = None
             return False
-        # The send waits for the transport to drain. The sender task resumes it: the
+        # The send waits for the transport to drain. The drain task resumes it: the
         # future it waits on must look un-awaited again for the task to take it over.
         if isinstance(blocker, asyncio.Future):
             blocker._asyncio_future_blocking = False
-        self.outbox.put_nowait(started)  # empty, so it fits
+        self._queue(started)  # nothing is pending (``idle``), so it fits
         return True
 
+    def _queue(self, item: Item) -> None:
+        """Keep ``item`` for the drain task (WebSocket) or the next ``take`` (SSE)."""
+        if self._pending is None:
+            self._pending = collections.deque()
+        if len(self._pending) >= self._buffer:
+            self.close(CLOSE_TOO_SLOW, "too slow: resubscribe")
+            return
+        self._pending.append(item)
+        if self.send is None:
+            _wake(self._frames_wanted)
+        elif self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain(), name="pgqueue-ws-send")
+
+    async def _drain(self) -> None:
+        """Send what is pending, in order, one message per frame (SPEC §5: no coalescing);
+        end once nothing is left (the next frame that must wait starts another)."""
+        pending = self._pending
+        assert pending is not None
+        try:
+            while pending and self.send is not None:
+                item = pending.popleft()
+                _wake(self._room_wanted)
+                if isinstance(item, Frame):
+                    await self.send(item.event)
+                else:
+                    # A send that offer() started and the transport made wait. A task resumes
+                    # it: ``await`` refuses a coroutine suspended mid-await.
+                    await asyncio.ensure_future(item)
+                self.sent += 1
+        except Exception as exc:
+            # The client is gone, or its socket failed: nothing more can reach it.
+            self.send = None
+            self.close(CLOSE_SEND_FAILED, f"send failed: {type(exc).__name__}")
+        finally:
+            self._drainer = None
+
+    def stop_sending(self) -> None:
+        """No more writes to this connection: its drain task (perhaps stuck writing to a
+        client that does not read) is cancelled, and later frames are dropped."""
+        self.send, self.write = None, None
+        if self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None
+
+    async def take(self) -> Frame | None:
+        """(SSE) The next frame, waiting for one; None once the stream must close."""
+        while not self._pending:
+            if self.closing.done():
+                return None
+            self._frames_wanted = asyncio.get_running_loop().create_future()
+            await self._frames_wanted
+        item = self._pending.popleft()
+        _wake(self._room_wanted)
+        assert isinstance(item, Frame)  # (sends are started only where there is a ``send``)
+        return item
+
     async def put(self, frame: Frame) -> None:
-        """Queue a frame, waiting for room: a replay goes at the pace of the client."""
-        if not self.closing.is_set():
-            await self.outbox.put(frame)
+        """Offer a frame, first waiting for room: a replay goes at the pace of the client."""
+        while self._pending and len(self._pending) >= self._buffer and not self.closing.done():
+            self._room_wanted = asyncio.get_running_loop().create_future()
+            await self._room_wanted
+        self.offer(frame)
 
     def coverage(self) -> Coverage:
         """What this subscription covers, for a replay from the audit trail."""
@@ -158,9 +265,11 @@ class Subscriber:
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code`` (the first reason given stands)."""
-        if not self.closing.is_set():
+        if not self.closing.done():
             self.close_code, self.close_reason = code, reason
-            self.closing.set()
+            self.closing.set_result(None)
+            _wake(self._frames_wanted)
+            _wake(self._room_wanted)
 
     def reject(self, code: str, detail: str) -> None:
         """A bad op: answer it while the error allowance lasts; close a persistent offender."""
