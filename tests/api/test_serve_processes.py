@@ -24,7 +24,7 @@ from tests.helpers import wait_for
 
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc)."""
-    found = []
+    found: list[int] = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
