@@ -21,7 +21,7 @@ from websockets.frames import Frame, Opcode
 from pgqueue.api.auth import Principal, Role
 from pgqueue.api.stream import frames
 from pgqueue.api.stream.subscriber import Subscriber
-from pgqueue.api.stream.wire import PROTOCOL as WS_PROTOCOL
+from pgqueue.cli.serve import WS_PROTOCOL
 from pgqueue.stream import Ping, StateMessage, TaskMessage
 from tests.api.conftest import Api, serving
 from tests.helpers import wait_for
@@ -404,3 +404,17 @@ async def test_a_full_buffer_closes_the_subscriber_as_too_slow() -> None:
     assert sub.closing.done() and sub.close_code == frames.CLOSE_TOO_SLOW
     release.set()
     sub.stop_sending()
+
+
+async def test_a_send_that_fails_at_once_closes_the_connection() -> None:
+    """Without a frame writer, an ASGI send that raises when offer() starts it (the client is
+    gone) leaves the frame to the drain task, which meets the same error and closes the
+    connection: the subscriber is never left open with frames nobody sends."""
+
+    async def send(message: Any) -> None:
+        raise OSError("connection reset")
+
+    sub = Subscriber(Principal(None, Role.ADMIN), 10, send)
+    sub.offer(frames.frame(Ping()))
+    await asyncio.wait_for(sub.closing, 5)
+    assert sub.close_code == frames.CLOSE_SEND_FAILED and sub.sent == 0

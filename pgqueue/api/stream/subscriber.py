@@ -182,9 +182,8 @@ class Subscriber:
             self.sent += 1
             return True  # written
         except Exception:
-            # e.g. the client is gone: no more writes from here; the frame is queued and
-            # the drain task meets the same error in its own send, as without this path.
-            self.send = None
+            # e.g. the client is gone: the frame is queued and the drain task meets the same
+            # error in its own send (and closes the connection), as without this path.
             return False
         # The send waits for the transport to drain. The drain task resumes it: the
         # future it waits on must look un-awaited again for the task to take it over.
