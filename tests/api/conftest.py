@@ -20,7 +20,7 @@ from litestar import Litestar
 
 from pgqueue.api import create_app
 from pgqueue.api.auth import new_token, token_hash
-from pgqueue.api.stream.wire import PROTOCOL as WS_PROTOCOL
+from pgqueue.cli.serve import WS_PROTOCOL
 from pgqueue.client import Client
 from pgqueue.db import tokens as db_tokens
 from pgqueue.db.pool import connect

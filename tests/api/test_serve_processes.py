@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 import websockets
+from uvicorn.importer import import_from_string
 
-from pgqueue.api.stream.wire import PROTOCOL
+from pgqueue.api.stream.wire import FrameWriterProtocol
 from pgqueue.cli import serve
 from pgqueue.settings import Settings
 from tests.api.conftest import Tokens, free_port, serve_process, wait_healthy
@@ -50,8 +51,8 @@ def alive(pid: int) -> bool:
 
 def test_the_supervisor_names_the_protocol_the_servers_run() -> None:
     """serve.py names the protocol as a string (importing it would load the app into the
-    supervisor); it must be the one wire.py defines."""
-    assert serve.WS_PROTOCOL == PROTOCOL
+    supervisor); uvicorn must resolve it to the one wire.py defines."""
+    assert import_from_string(serve.WS_PROTOCOL) is FrameWriterProtocol
 
 
 async def test_two_server_processes_under_a_lean_supervisor(

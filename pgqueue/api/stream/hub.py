@@ -123,7 +123,7 @@ class Hub:
         while True:
             await asyncio.sleep(self._ping_s)
             for sub in list(self._subs.subscribers):
-                if sub.send is not None and sub.sent == sub.pinged_at and sub.idle:
+                if sub.idle and sub.sent == sub.pinged_at:  # (``idle``: a WebSocket)
                     sub.offer(PING)
                 sub.pinged_at = sub.sent
 

@@ -56,9 +56,6 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         return False
 
 
-PROTOCOL = f"{FrameWriterProtocol.__module__}:{FrameWriterProtocol.__qualname__}"
-
-
 def frame_writer(scope: Mapping[str, object]) -> WriteFrame | None:
     """The connection's frame writer, if the server offers one (``pgqueue serve`` does)."""
     extensions: Any = scope.get("extensions") or {}
